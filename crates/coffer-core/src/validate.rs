@@ -1,0 +1,234 @@
+//! Limits and field checks shared by every entry point (gRPC, CLI, import).
+//! Each check names the request field it was given, so errors become
+//! `google.rpc.BadRequest` field violations.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::name::parse_version_number;
+
+/// The largest value a version may hold.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+pub const MAX_DISPLAY_NAME_CHARS: usize = 120;
+pub const MAX_DESCRIPTION_CHARS: usize = 2048;
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_VALUE_CHARS: usize = 256;
+pub const MAX_EXTERNAL_REF_CHARS: usize = 2048;
+/// The largest page any list returns.
+pub const MAX_PAGE_SIZE: usize = 1000;
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Items in one BatchResolveSecrets call.
+pub const MAX_BATCH_RESOLVE: usize = 100;
+pub const DEFAULT_RECOVERY_WINDOW_DAYS: i64 = 30;
+pub const MIN_RECOVERY_WINDOW_DAYS: i64 = 7;
+pub const MAX_RECOVERY_WINDOW_DAYS: i64 = 30;
+
+/// A secret value: 1 byte to 64 KiB. The error never echoes the value.
+pub fn value(value: &[u8], field: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid_field(field, "value must not be empty"));
+    }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Error::invalid_field(
+            field,
+            format!(
+                "value is {} bytes; the limit is {MAX_VALUE_BYTES} bytes",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A display name: at most 120 characters, no control characters.
+pub fn display_name(raw: &str, field: &str) -> Result<()> {
+    bounded_text(raw, MAX_DISPLAY_NAME_CHARS, field)?;
+    if raw.trim() != raw {
+        return Err(Error::invalid_field(
+            field,
+            "must not start or end with white space",
+        ));
+    }
+    Ok(())
+}
+
+/// A description: at most 2048 characters, no control characters but newlines and tabs.
+pub fn description(raw: &str, field: &str) -> Result<()> {
+    if raw.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Error::invalid_field(
+            field,
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Error::invalid_field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Labels: at most 64; keys `[a-z][a-z0-9_.-]{0,62}`; values at most 256
+/// characters without control characters.
+pub fn labels(labels: &BTreeMap<String, String>, field: &str) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid_field(
+            field,
+            format!("at most {MAX_LABELS} labels are allowed"),
+        ));
+    }
+    for (key, value) in labels {
+        if !is_label_key(key) {
+            return Err(Error::invalid_field(
+                format!("{field}.{}", printable(key)),
+                "label keys must match [a-z][a-z0-9_.-]{0,62}",
+            ));
+        }
+        bounded_text(value, MAX_LABEL_VALUE_CHARS, &format!("{field}.{key}"))?;
+    }
+    Ok(())
+}
+
+/// An optional request id: empty or a UUID.
+pub fn request_id(raw: &str, field: &str) -> Result<Option<String>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    uuid::Uuid::try_parse(raw)
+        .map(|id| Some(id.hyphenated().to_string()))
+        .map_err(|_| Error::invalid_field(field, "request_id must be a uuid"))
+}
+
+/// A page size: 0 means the default, larger than the maximum is capped.
+pub fn page_size(raw: i32, field: &str) -> Result<usize> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n < 0 => Err(Error::invalid_field(
+            field,
+            "page_size must not be negative",
+        )),
+        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// A recovery window in days: 0 means the default (30), else 7 to 30.
+pub fn recovery_window_days(raw: i32, field: &str) -> Result<i64> {
+    match i64::from(raw) {
+        0 => Ok(DEFAULT_RECOVERY_WINDOW_DAYS),
+        n if (MIN_RECOVERY_WINDOW_DAYS..=MAX_RECOVERY_WINDOW_DAYS).contains(&n) => Ok(n),
+        _ => Err(Error::invalid_field(
+            field,
+            format!(
+                "recovery window must be {MIN_RECOVERY_WINDOW_DAYS} to {MAX_RECOVERY_WINDOW_DAYS} days"
+            ),
+        )),
+    }
+}
+
+/// Which version a resolve asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// The secret's current version.
+    Current,
+    /// One version by number.
+    Number(i64),
+}
+
+impl VersionSelector {
+    /// Empty or `latest` selects the current version; else a number from 1.
+    pub fn parse(raw: &str, field: &str) -> Result<Self> {
+        match raw {
+            "" | "latest" => Ok(VersionSelector::Current),
+            n => parse_version_number(n)
+                .map(VersionSelector::Number)
+                .ok_or_else(|| {
+                    Error::invalid_field(
+                        field,
+                        "version must be empty, `latest` or a number from 1",
+                    )
+                }),
+        }
+    }
+}
+
+fn bounded_text(raw: &str, max: usize, field: &str) -> Result<()> {
+    if raw.chars().count() > max {
+        return Err(Error::invalid_field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(Error::invalid_field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn is_label_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
+/// A label key fit to appear in an error message (bounded, no control characters).
+fn printable(raw: &str) -> String {
+    raw.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_limits() {
+        assert!(value(b"", "value").is_err());
+        assert!(value(&vec![0u8; MAX_VALUE_BYTES], "value").is_ok());
+        let err = value(&vec![7u8; MAX_VALUE_BYTES + 1], "value").unwrap_err();
+        assert_eq!(err.violations()[0].field, "value");
+        assert!(err.message().contains("65537 bytes"));
+    }
+
+    #[test]
+    fn label_rules() {
+        let ok: BTreeMap<_, _> = [("env".to_owned(), "prod".to_owned())].into();
+        assert!(labels(&ok, "labels").is_ok());
+        let bad_key: BTreeMap<_, _> = [("Env".to_owned(), "x".to_owned())].into();
+        assert!(labels(&bad_key, "labels").is_err());
+        let too_many: BTreeMap<_, _> = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(labels(&too_many, "labels").is_err());
+    }
+
+    #[test]
+    fn selectors_and_windows() {
+        assert_eq!(
+            VersionSelector::parse("", "v").unwrap(),
+            VersionSelector::Current
+        );
+        assert_eq!(
+            VersionSelector::parse("latest", "v").unwrap(),
+            VersionSelector::Current
+        );
+        assert_eq!(
+            VersionSelector::parse("3", "v").unwrap(),
+            VersionSelector::Number(3)
+        );
+        assert!(VersionSelector::parse("0", "v").is_err());
+        assert!(VersionSelector::parse("x", "v").is_err());
+        assert_eq!(recovery_window_days(0, "r").unwrap(), 30);
+        assert!(recovery_window_days(6, "r").is_err());
+        assert!(recovery_window_days(31, "r").is_err());
+        assert_eq!(page_size(5000, "p").unwrap(), MAX_PAGE_SIZE);
+        assert!(page_size(-1, "p").is_err());
+    }
+}
