@@ -1,1 +1,28 @@
-//! placeholder
+//! Coffer's database schema, one migration per table, applied by the server on
+//! start (`Store::migrate_up`) or by the `coffer-migration` CLI. The same
+//! migrations run on SQLite and PostgreSQL; the few statements that the schema
+//! builder cannot express (partial unique indexes) are plain SQL that both accept.
+
+pub use sea_orm_migration::MigrationStatus;
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_secrets;
+mod m20261128_000002_secret_labels;
+mod m20261128_000003_secret_versions;
+mod m20261128_000004_idempotency_keys;
+
+/// Every migration, oldest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_secrets::Migration),
+            Box::new(m20261128_000002_secret_labels::Migration),
+            Box::new(m20261128_000003_secret_versions::Migration),
+            Box::new(m20261128_000004_idempotency_keys::Migration),
+        ]
+    }
+}

@@ -1,1 +1,216 @@
-//! placeholder
+//! The end-to-end harness: starts a real Coffer server (real migrations, real
+//! keyring, real providers) on a pre-bound `127.0.0.1:0` listener against
+//! SQLite or a fresh PostgreSQL database, and hands out gRPC clients.
+//! Tests poll health for readiness instead of sleeping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_crypto::Keyring;
+use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
+use coffer_proto::v1::vault_service_client::VaultServiceClient;
+use coffer_providers::ProviderRegistry;
+use coffer_providers::local_encrypted::LocalEncryptedProvider;
+use coffer_server::{Coffer, ServeOptions};
+use coffer_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running server and what it was started with.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    /// A second handle on the server's database, for checking what was stored.
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    /// The database URL the server uses.
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on `db`, or returns None when PostgreSQL is not
+    /// available and not required (the store harness decides and says so).
+    pub async fn start(db: Db) -> Option<TestServer> {
+        Self::start_with(db, ServeOptions::dev()).await
+    }
+
+    pub async fn start_with(db: Db, options: ServeOptions) -> Option<TestServer> {
+        let (database_url, dir) = match db {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("coffer.db").display()
+                );
+                (url, Some(dir))
+            }
+            Db::Postgres => (coffer_store::testing::fresh_postgres_url().await?, None),
+        };
+        let keyring = Arc::new(Keyring::generate().unwrap());
+        let store = Store::connect(&database_url, Default::default())
+            .await
+            .unwrap();
+        store.migrate_up().await.unwrap();
+        let providers = ProviderRegistry::builder()
+            .register(Arc::new(LocalEncryptedProvider::new(keyring.clone())))
+            .unwrap()
+            .build();
+        let coffer = Coffer::new(store.clone(), providers, keyring.clone());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            coffer_server::serve(listener, coffer, options, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server failed");
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let server = TestServer {
+            addr,
+            channel,
+            store,
+            keyring,
+            database_url,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        };
+        server.wait_serving().await;
+        Some(server)
+    }
+
+    pub fn secrets(&self) -> SecretsServiceClient<Channel> {
+        SecretsServiceClient::new(self.channel.clone())
+    }
+
+    pub fn vaults(&self) -> VaultServiceClient<Channel> {
+        VaultServiceClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    /// The overall health status.
+    pub async fn health_status(&self, service: &str) -> Option<ServingStatus> {
+        let response = self
+            .health()
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(response.into_inner().status).ok()
+    }
+
+    /// Polls health until SERVING (at most 10 s).
+    pub async fn wait_serving(&self) {
+        wait_until(Duration::from_secs(10), || async {
+            self.health_status("").await == Some(ServingStatus::Serving)
+        })
+        .await
+        .expect("server did not become SERVING");
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// Polls `predicate` every 20 ms until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut predicate: F) -> Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if predicate().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The ErrorInfo reason of a status, if any.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The fields named by a status's BadRequest violations.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs a test body on SQLite and on PostgreSQL: `e2e_test!(name, |server| async move { … })`.
+#[macro_export]
+macro_rules! e2e_test {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let server = $crate::TestServer::start($crate::Db::Sqlite)
+                    .await
+                    .expect("sqlite server");
+                ($body)(server).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(server) = $crate::TestServer::start($crate::Db::Postgres).await else {
+                    return;
+                };
+                ($body)(server).await;
+            }
+        }
+    };
+}

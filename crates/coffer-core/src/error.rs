@@ -207,7 +207,7 @@ impl Error {
         Error::new(
             ErrorCode::Unimplemented,
             Reason::NotImplemented,
-            format!("{what} is not implemented in this version of coffer"),
+            format!("this version of coffer does not implement {what} yet"),
         )
     }
 

@@ -1,1 +1,22 @@
-//! placeholder
+//! Coffer's persistence: SeaORM entities over the schema of the
+//! `coffer-migration` crate, and repositories that speak the domain records of
+//! `coffer-core`. Runs on SQLite (embedded default, WAL) and PostgreSQL.
+//!
+//! Reads go through [`Store`]; every write happens in a [`WriteTx`] from
+//! [`Store::begin`]. Database errors become [`coffer_core::Error`]s by kind
+//! (see `error.rs`), never carrying row values.
+
+mod conn;
+mod entity;
+mod error;
+mod idempotency;
+mod labels;
+mod secrets;
+mod secrets_tx;
+pub mod testing;
+mod tx;
+mod versions;
+
+pub use conn::{Backend, MigrationStatus, Store, StoreOptions};
+pub use idempotency::IdempotencyRecord;
+pub use tx::WriteTx;

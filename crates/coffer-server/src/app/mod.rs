@@ -1,0 +1,96 @@
+//! Coffer's use cases, independent of gRPC: each public method takes a
+//! validated request and the calling principal, talks to the store and the
+//! providers, and returns records or a [`coffer_core::Error`]. The gRPC layer
+//! in [`crate::grpc`] only converts messages and maps errors.
+
+mod idempotency;
+mod reaper;
+mod resolve;
+mod secrets;
+mod versions;
+
+use std::sync::Arc;
+
+use coffer_core::record::SecretRecord;
+use coffer_core::{Error, Result, SecretName};
+use coffer_crypto::Keyring;
+use coffer_providers::{ProviderRegistry, SecretProvider, StoredVersion, VersionContext};
+use coffer_store::Store;
+
+pub use reaper::{ReaperReport, spawn_reaper};
+pub use resolve::{ResolveRequest, ResolvedValue};
+pub use secrets::{CreateSecret, SecretPage, SecretPatch, SecretSource};
+pub use versions::{VersionPage, VersionView};
+
+/// The provider id of the built-in encrypted store.
+pub const LOCAL_PROVIDER: &str = "local_encrypted";
+
+/// Everything a use case needs: the store, the providers and the keyring
+/// (for value fingerprints). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Coffer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    providers: ProviderRegistry,
+    keyring: Arc<Keyring>,
+}
+
+impl Coffer {
+    pub fn new(store: Store, providers: ProviderRegistry, keyring: Arc<Keyring>) -> Self {
+        Coffer {
+            inner: Arc::new(Inner {
+                store,
+                providers,
+                keyring,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn provider(&self, id: &str) -> Result<Arc<dyn SecretProvider>> {
+        self.inner.providers.get(id).ok_or_else(|| {
+            Error::internal(format_args!(
+                "provider {id} is not registered in this deployment"
+            ))
+        })
+    }
+
+    fn fingerprint(&self, value: &[u8]) -> String {
+        self.inner.keyring.fingerprint(value)
+    }
+
+    /// Loads a visible (not purged) secret or answers NOT_FOUND.
+    async fn load_secret(&self, name: &SecretName) -> Result<SecretRecord> {
+        self.store()
+            .get_secret(&name.tenant, &name.key)
+            .await?
+            .ok_or_else(|| secret_not_found(name))
+    }
+}
+
+fn secret_not_found(name: &SecretName) -> Error {
+    Error::not_found(coffer_core::Reason::SecretNotFound, &name.to_string())
+}
+
+/// The provider's view of one version: where its ciphertext is bound.
+fn version_context(secret: &SecretRecord, version: i64) -> VersionContext {
+    VersionContext {
+        tenant: secret.tenant.as_str().to_owned(),
+        key: secret.key.as_str().to_owned(),
+        version,
+    }
+}
+
+fn stored_version(material: &str, provider_version_ref: &str) -> StoredVersion {
+    StoredVersion {
+        material: material.to_owned(),
+        provider_version_ref: provider_version_ref.to_owned(),
+    }
+}

@@ -1,0 +1,438 @@
+//! Secret lifecycle use cases: create, read, list, update, delete (soft or
+//! forced purge) and undelete.
+
+use std::collections::BTreeMap;
+
+use coffer_core::filter::SecretFilter;
+use coffer_core::record::{
+    MICROS_PER_DAY, SecretMode, SecretRecord, SecretState, VersionRecord, VersionState,
+    etag_matches, now_micros,
+};
+use coffer_core::{Error, Principal, Reason, Result, SecretName, TenantId, page, validate};
+use coffer_providers::RemoveMode;
+use coffer_store::WriteTx;
+use zeroize::Zeroizing;
+
+use super::idempotency::{IdempotencyKey, is_request_id_race};
+use super::{Coffer, LOCAL_PROVIDER, secret_not_found, stored_version, version_context};
+
+/// Where a new version's value comes from.
+#[derive(Debug)]
+pub enum SecretSource {
+    /// A value Coffer writes into the vault. Debug shows only the length.
+    Value(Zeroizing<Vec<u8>>),
+    /// An existing remote secret, linked by reference.
+    External {
+        external_ref: String,
+        version_ref: String,
+    },
+}
+
+/// A validated-on-use CreateSecret request.
+#[derive(Debug)]
+pub struct CreateSecret {
+    pub name: SecretName,
+    pub display_name: String,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+    pub provider: String,
+    pub vault: String,
+    pub source: SecretSource,
+    pub request_id: String,
+}
+
+/// The fields an UpdateSecret may change; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct SecretPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub state: Option<SecretState>,
+}
+
+/// One page of secrets and the token of the next.
+#[derive(Debug)]
+pub struct SecretPage {
+    pub secrets: Vec<SecretRecord>,
+    pub next_page_token: String,
+}
+
+impl Coffer {
+    pub async fn create_secret(
+        &self,
+        principal: &Principal,
+        req: CreateSecret,
+    ) -> Result<SecretRecord> {
+        let display_name = if req.display_name.is_empty() {
+            req.name.key.as_str().to_owned()
+        } else {
+            req.display_name
+        };
+        validate::display_name(&display_name, "secret.display_name")?;
+        validate::description(&req.description, "secret.description")?;
+        validate::labels(&req.labels, "secret.labels")?;
+        let request_id = validate::request_id(&req.request_id, "request_id")?;
+        if !req.vault.is_empty() {
+            return Err(Error::unimplemented("writing to a configured vault"));
+        }
+        let provider_id = if req.provider.is_empty() {
+            LOCAL_PROVIDER
+        } else {
+            req.provider.as_str()
+        };
+        if provider_id != LOCAL_PROVIDER {
+            return Err(Error::invalid_field(
+                "secret.provider",
+                "only local_encrypted is available without a vault",
+            ));
+        }
+        let value = match req.source {
+            SecretSource::Value(value) => value,
+            SecretSource::External { .. } => {
+                return Err(Error::unimplemented("linking an external reference"));
+            }
+        };
+        validate::value(&value, "value")?;
+        let fingerprint = self.fingerprint(&value);
+
+        let labels_text = format!("{:?}", req.labels);
+        let idempotency = request_id.map(|id| {
+            IdempotencyKey::new(
+                &req.name.tenant,
+                id,
+                "secret.create",
+                &[
+                    req.name.key.as_str(),
+                    &display_name,
+                    &req.description,
+                    &labels_text,
+                    &fingerprint,
+                ],
+            )
+        });
+        if let Some(key) = &idempotency
+            && let Some(first) = self.find_replay(key).await?
+        {
+            return self.secret_by_uid(&req.name, &first.secret_uid).await;
+        }
+
+        let now = now_micros();
+        let secret = SecretRecord {
+            uid: uuid::Uuid::now_v7().to_string(),
+            tenant: req.name.tenant.clone(),
+            key: req.name.key.clone(),
+            display_name,
+            description: req.description,
+            labels: req.labels,
+            mode: SecretMode::Managed,
+            provider: provider_id.to_owned(),
+            vault: String::new(),
+            external_ref: String::new(),
+            state: SecretState::Active,
+            current_version: 1,
+            latest_version: 1,
+            create_time: now,
+            update_time: now,
+            rotate_time: Some(now),
+            last_resolve_time: None,
+            delete_time: None,
+            purge_time: None,
+            revision: 1,
+        };
+        let provider = self.provider(provider_id)?;
+        let stored = provider
+            .put_value(&version_context(&secret, 1), &value)
+            .await?;
+        let version = VersionRecord {
+            secret_uid: secret.uid.clone(),
+            version: 1,
+            state: VersionState::Enabled,
+            provider_version_ref: stored.provider_version_ref,
+            material: Some(stored.material),
+            fingerprint,
+            create_time: now,
+            created_by: principal.as_str().to_owned(),
+            destroy_time: None,
+            revision: 1,
+        };
+
+        let result = async {
+            let tx = self.store().begin().await?;
+            ensure_name_free(&tx, &secret).await?;
+            tx.insert_secret(&secret).await?;
+            tx.insert_version(&version).await?;
+            if let Some(key) = &idempotency {
+                key.record(&tx, &secret.uid, 1).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match (result, &idempotency) {
+            (Ok(()), _) => Ok(secret),
+            (Err(err), Some(key)) if is_request_id_race(&err) => {
+                let first = self.find_replay(key).await?.ok_or(err)?;
+                self.secret_by_uid(&req.name, &first.secret_uid).await
+            }
+            (Err(err), _) => Err(err),
+        }
+    }
+
+    pub async fn get_secret(&self, name: &SecretName) -> Result<SecretRecord> {
+        self.load_secret(name).await
+    }
+
+    pub async fn list_secrets(
+        &self,
+        tenant: &TenantId,
+        filter: &str,
+        show_deleted: bool,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<SecretPage> {
+        let filter = SecretFilter::parse(filter, "filter")?;
+        let limit = validate::page_size(page_size, "page_size")?;
+        let scope = page::query_scope(&[
+            "secrets",
+            tenant.as_str(),
+            &filter.canonical(),
+            if show_deleted { "deleted" } else { "" },
+        ]);
+        let after = page::decode(page_token, &scope, "page_token")?;
+        let mut secrets = self
+            .store()
+            .list_secrets(tenant, &filter, show_deleted, after.as_deref(), limit + 1)
+            .await?;
+        let next_page_token = if secrets.len() > limit {
+            secrets.truncate(limit);
+            secrets
+                .last()
+                .map(|last| page::encode(&scope, last.key.as_str()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(SecretPage {
+            secrets,
+            next_page_token,
+        })
+    }
+
+    pub async fn update_secret(
+        &self,
+        name: &SecretName,
+        etag: &str,
+        patch: SecretPatch,
+    ) -> Result<SecretRecord> {
+        if let Some(display_name) = &patch.display_name {
+            validate::display_name(display_name, "secret.display_name")?;
+            if display_name.is_empty() {
+                return Err(Error::invalid_field(
+                    "secret.display_name",
+                    "display name must not be empty",
+                ));
+            }
+        }
+        if let Some(description) = &patch.description {
+            validate::description(description, "secret.description")?;
+        }
+        if let Some(labels) = &patch.labels {
+            validate::labels(labels, "secret.labels")?;
+        }
+        if patch.state == Some(SecretState::Deleted) {
+            return Err(Error::invalid_field(
+                "secret.state",
+                "state can be ACTIVE or DISABLED; use DeleteSecret to delete",
+            ));
+        }
+
+        let tx = self.store().begin().await?;
+        let mut secret = self.lock_secret(&tx, name).await?;
+        check_etag(etag, &secret, name)?;
+        if secret.state == SecretState::Deleted {
+            return Err(not_active(name, secret.state, "undelete it first"));
+        }
+        let expected = secret.revision;
+        if let Some(display_name) = patch.display_name {
+            if display_name != secret.display_name
+                && tx
+                    .display_name_taken(&secret.tenant, &display_name, Some(&secret.uid))
+                    .await?
+            {
+                return Err(display_name_taken());
+            }
+            secret.display_name = display_name;
+        }
+        if let Some(description) = patch.description {
+            secret.description = description;
+        }
+        if let Some(labels) = patch.labels {
+            secret.labels = labels;
+        }
+        if let Some(state) = patch.state {
+            secret.state = state;
+        }
+        secret.update_time = now_micros();
+        secret.revision += 1;
+        tx.update_secret(&secret, expected).await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    /// Soft-deletes (recoverable until purge_time) or, with `force`, purges now.
+    pub async fn delete_secret(
+        &self,
+        name: &SecretName,
+        etag: &str,
+        force: bool,
+        recovery_window_days: i32,
+    ) -> Result<SecretRecord> {
+        let window_days =
+            validate::recovery_window_days(recovery_window_days, "recovery_window_days")?;
+        let tx = self.store().begin().await?;
+        let mut secret = self.lock_secret(&tx, name).await?;
+        check_etag(etag, &secret, name)?;
+        let now = now_micros();
+        if force {
+            self.purge_locked(&tx, &secret, now).await?;
+            tx.commit().await?;
+            secret.state = SecretState::Deleted;
+            secret.delete_time = Some(secret.delete_time.unwrap_or(now));
+            secret.purge_time = Some(now);
+            secret.update_time = now;
+            return Ok(secret);
+        }
+        if secret.state == SecretState::Deleted {
+            return Err(Error::failed_precondition(
+                Reason::SecretNotActive,
+                format!("{name} is already deleted; undelete it, or purge it with force"),
+            ));
+        }
+        let expected = secret.revision;
+        secret.state = SecretState::Deleted;
+        secret.delete_time = Some(now);
+        secret.purge_time = Some(now + window_days * MICROS_PER_DAY);
+        secret.update_time = now;
+        secret.revision += 1;
+        tx.update_secret(&secret, expected).await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    pub async fn undelete_secret(&self, name: &SecretName, etag: &str) -> Result<SecretRecord> {
+        let tx = self.store().begin().await?;
+        let mut secret = self.lock_secret(&tx, name).await?;
+        check_etag(etag, &secret, name)?;
+        if secret.state != SecretState::Deleted {
+            return Err(Error::failed_precondition(
+                Reason::SecretNotDeleted,
+                format!("{name} is not deleted"),
+            ));
+        }
+        let expected = secret.revision;
+        secret.state = SecretState::Active;
+        secret.delete_time = None;
+        secret.purge_time = None;
+        secret.update_time = now_micros();
+        secret.revision += 1;
+        tx.update_secret(&secret, expected).await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    /// Removes every version's material from its provider and tombstones the
+    /// secret, inside the caller's transaction (which holds the row lock).
+    pub(crate) async fn purge_locked(
+        &self,
+        tx: &WriteTx,
+        secret: &SecretRecord,
+        now: i64,
+    ) -> Result<()> {
+        let provider = self.provider(&secret.provider)?;
+        for version in tx.list_all_versions(&secret.uid).await? {
+            if let Some(material) = &version.material {
+                let stored = stored_version(material, &version.provider_version_ref);
+                provider
+                    .remove(
+                        &version_context(secret, version.version),
+                        &stored,
+                        RemoveMode::Delete,
+                    )
+                    .await?;
+            }
+        }
+        tx.purge_secret(&secret.uid, now).await
+    }
+
+    /// Locks a visible secret for the rest of the transaction.
+    pub(crate) async fn lock_secret(
+        &self,
+        tx: &WriteTx,
+        name: &SecretName,
+    ) -> Result<SecretRecord> {
+        tx.get_secret_for_update(&name.tenant, &name.key)
+            .await?
+            .ok_or_else(|| secret_not_found(name))
+    }
+
+    /// The secret an idempotent replay refers to, as it is now.
+    pub(crate) async fn secret_by_uid(&self, name: &SecretName, uid: &str) -> Result<SecretRecord> {
+        self.store()
+            .get_secret_by_uid(uid)
+            .await?
+            .ok_or_else(|| secret_not_found(name))
+    }
+}
+
+async fn ensure_name_free(tx: &WriteTx, secret: &SecretRecord) -> Result<()> {
+    if let Some(existing) = tx.secret_key_taken(&secret.tenant, &secret.key).await? {
+        let name = existing.name();
+        return Err(if existing.state == SecretState::Deleted {
+            Error::new(
+                coffer_core::ErrorCode::AlreadyExists,
+                Reason::SecretPendingDeletion,
+                format!(
+                    "{name} is deleted but not yet purged; undelete it, or purge it with a forced delete"
+                ),
+            )
+        } else {
+            Error::new(
+                coffer_core::ErrorCode::AlreadyExists,
+                Reason::SecretAlreadyExists,
+                format!("{name} already exists"),
+            )
+        }
+        .with_metadata("resource", name.to_string()));
+    }
+    if tx
+        .display_name_taken(&secret.tenant, &secret.display_name, None)
+        .await?
+    {
+        return Err(display_name_taken());
+    }
+    Ok(())
+}
+
+fn display_name_taken() -> Error {
+    Error::new(
+        coffer_core::ErrorCode::AlreadyExists,
+        Reason::DisplayNameTaken,
+        "another secret in this tenant already has that display name; choose another",
+    )
+}
+
+pub(crate) fn check_etag(etag: &str, secret: &SecretRecord, name: &SecretName) -> Result<()> {
+    if etag_matches(etag, secret.revision) {
+        Ok(())
+    } else {
+        Err(Error::etag_mismatch(&name.to_string()))
+    }
+}
+
+pub(crate) fn not_active(name: &SecretName, state: SecretState, hint: &str) -> Error {
+    Error::failed_precondition(
+        Reason::SecretNotActive,
+        format!("{name} is {}; {hint}", state.as_str()),
+    )
+    .with_metadata("resource", name.to_string())
+    .with_metadata("state", state.as_str())
+}

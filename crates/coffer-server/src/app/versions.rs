@@ -1,0 +1,337 @@
+//! Version use cases: rotate (optionally staged), promote, list/get, and the
+//! enable/disable/destroy state machine. Every mutation locks the secret row,
+//! so "the current version is never disabled or destroyed" holds under races
+//! and concurrent rotations get consecutive version numbers.
+
+use coffer_core::record::{
+    SecretRecord, SecretState, VersionRecord, VersionState, etag_matches, now_micros,
+};
+use coffer_core::{Error, Principal, Reason, Result, SecretName, VersionName, page, validate};
+use coffer_providers::RemoveMode;
+
+use super::idempotency::{IdempotencyKey, is_request_id_race};
+use super::secrets::{SecretSource, check_etag, not_active};
+use super::{Coffer, stored_version, version_context};
+
+/// A version together with the secret's current version number (for `is_current`).
+#[derive(Debug, Clone)]
+pub struct VersionView {
+    pub secret: SecretName,
+    pub current_version: i64,
+    pub version: VersionRecord,
+}
+
+/// One page of versions, newest first.
+#[derive(Debug)]
+pub struct VersionPage {
+    pub secret: SecretName,
+    pub current_version: i64,
+    pub versions: Vec<VersionRecord>,
+    pub next_page_token: String,
+}
+
+/// What a version-state change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionChange {
+    Disable,
+    Enable,
+    Destroy,
+}
+
+impl Coffer {
+    /// Adds a version; it becomes current unless `stage_only`.
+    pub async fn rotate_secret(
+        &self,
+        principal: &Principal,
+        name: &SecretName,
+        source: SecretSource,
+        stage_only: bool,
+        etag: &str,
+        request_id: &str,
+    ) -> Result<VersionView> {
+        let request_id = validate::request_id(request_id, "request_id")?;
+        let value = match source {
+            SecretSource::Value(value) => value,
+            SecretSource::External { .. } => {
+                return Err(Error::unimplemented("retargeting an external reference"));
+            }
+        };
+        validate::value(&value, "value")?;
+        let fingerprint = self.fingerprint(&value);
+        let idempotency = request_id.map(|id| {
+            IdempotencyKey::new(
+                &name.tenant,
+                id,
+                "secret.rotate",
+                &[
+                    name.key.as_str(),
+                    &fingerprint,
+                    if stage_only { "staged" } else { "" },
+                ],
+            )
+        });
+        if let Some(key) = &idempotency
+            && let Some(first) = self.find_replay(key).await?
+        {
+            return self
+                .version_view(name, &first.secret_uid, first.version)
+                .await;
+        }
+
+        let result = async {
+            let tx = self.store().begin().await?;
+            let mut secret = self.lock_secret(&tx, name).await?;
+            check_etag(etag, &secret, name)?;
+            if secret.state == SecretState::Deleted {
+                return Err(not_active(
+                    name,
+                    secret.state,
+                    "undelete it before rotating",
+                ));
+            }
+            let number = secret.latest_version + 1;
+            let provider = self.provider(&secret.provider)?;
+            let stored = provider
+                .put_value(&version_context(&secret, number), &value)
+                .await?;
+            let now = now_micros();
+            let version = VersionRecord {
+                secret_uid: secret.uid.clone(),
+                version: number,
+                state: VersionState::Enabled,
+                provider_version_ref: stored.provider_version_ref,
+                material: Some(stored.material),
+                fingerprint: fingerprint.clone(),
+                create_time: now,
+                created_by: principal.as_str().to_owned(),
+                destroy_time: None,
+                revision: 1,
+            };
+            tx.insert_version(&version).await?;
+            let expected = secret.revision;
+            secret.latest_version = number;
+            if !stage_only {
+                secret.current_version = number;
+                secret.rotate_time = Some(now);
+            }
+            secret.update_time = now;
+            secret.revision += 1;
+            tx.update_secret(&secret, expected).await?;
+            if let Some(key) = &idempotency {
+                key.record(&tx, &secret.uid, number).await?;
+            }
+            tx.commit().await?;
+            Ok(VersionView {
+                secret: name.clone(),
+                current_version: secret.current_version,
+                version,
+            })
+        }
+        .await;
+        match (result, &idempotency) {
+            (Err(err), Some(key)) if is_request_id_race(&err) => {
+                let first = self.find_replay(key).await?.ok_or(err)?;
+                self.version_view(name, &first.secret_uid, first.version)
+                    .await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Makes an ENABLED version current (finish a staged rotation, or roll back).
+    pub async fn promote_version(&self, name: &VersionName, etag: &str) -> Result<SecretRecord> {
+        let tx = self.store().begin().await?;
+        let mut secret = self.lock_secret(&tx, &name.secret).await?;
+        check_etag(etag, &secret, &name.secret)?;
+        if secret.state == SecretState::Deleted {
+            return Err(not_active(&name.secret, secret.state, "undelete it first"));
+        }
+        let version = tx
+            .get_version(&secret.uid, name.version)
+            .await?
+            .ok_or_else(|| version_not_found(name))?;
+        ensure_enabled(name, &version)?;
+        if secret.current_version == name.version {
+            return Ok(secret);
+        }
+        let expected = secret.revision;
+        let now = now_micros();
+        secret.current_version = name.version;
+        secret.rotate_time = Some(now);
+        secret.update_time = now;
+        secret.revision += 1;
+        tx.update_secret(&secret, expected).await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    pub async fn get_version(&self, name: &VersionName) -> Result<VersionView> {
+        let secret = self.load_secret(&name.secret).await?;
+        let version = self
+            .store()
+            .get_version(&secret.uid, name.version)
+            .await?
+            .ok_or_else(|| version_not_found(name))?;
+        Ok(VersionView {
+            secret: name.secret.clone(),
+            current_version: secret.current_version,
+            version,
+        })
+    }
+
+    pub async fn list_versions(
+        &self,
+        name: &SecretName,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<VersionPage> {
+        let limit = validate::page_size(page_size, "page_size")?;
+        let secret = self.load_secret(name).await?;
+        let scope = page::query_scope(&["versions", &secret.uid]);
+        let before = match page::decode(page_token, &scope, "page_token")? {
+            None => None,
+            Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+                Error::invalid_field("page_token", "page_token is not valid for this request")
+            })?),
+        };
+        let mut versions = self
+            .store()
+            .list_versions(&secret.uid, before, limit + 1)
+            .await?;
+        let next_page_token = if versions.len() > limit {
+            versions.truncate(limit);
+            versions
+                .last()
+                .map(|last| page::encode(&scope, &last.version.to_string()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(VersionPage {
+            secret: name.clone(),
+            current_version: secret.current_version,
+            versions,
+            next_page_token,
+        })
+    }
+
+    pub async fn disable_version(&self, name: &VersionName, etag: &str) -> Result<VersionView> {
+        self.change_version(name, etag, VersionChange::Disable)
+            .await
+    }
+
+    pub async fn enable_version(&self, name: &VersionName, etag: &str) -> Result<VersionView> {
+        self.change_version(name, etag, VersionChange::Enable).await
+    }
+
+    /// Irreversible: the provider removes the material and the row loses it.
+    pub async fn destroy_version(&self, name: &VersionName, etag: &str) -> Result<VersionView> {
+        self.change_version(name, etag, VersionChange::Destroy)
+            .await
+    }
+
+    async fn change_version(
+        &self,
+        name: &VersionName,
+        etag: &str,
+        change: VersionChange,
+    ) -> Result<VersionView> {
+        let tx = self.store().begin().await?;
+        let secret = self.lock_secret(&tx, &name.secret).await?;
+        let mut version = tx
+            .get_version(&secret.uid, name.version)
+            .await?
+            .ok_or_else(|| version_not_found(name))?;
+        if !etag_matches(etag, version.revision) {
+            return Err(Error::etag_mismatch(&name.to_string()));
+        }
+        let view = |version: VersionRecord| VersionView {
+            secret: name.secret.clone(),
+            current_version: secret.current_version,
+            version,
+        };
+        if change != VersionChange::Enable && secret.current_version == name.version {
+            return Err(Error::failed_precondition(
+                Reason::VersionIsCurrent,
+                format!(
+                    "{name} is the current version; promote another version before disabling or destroying it"
+                ),
+            ));
+        }
+        let target = match change {
+            VersionChange::Disable => VersionState::Disabled,
+            VersionChange::Enable => VersionState::Enabled,
+            VersionChange::Destroy => VersionState::Destroyed,
+        };
+        if version.state == target {
+            return Ok(view(version));
+        }
+        if version.state == VersionState::Destroyed {
+            return Err(destroyed(name));
+        }
+        let expected = version.revision;
+        if change == VersionChange::Destroy {
+            self.remove_material(&secret, &version).await?;
+            version.material = None;
+            version.destroy_time = Some(now_micros());
+        }
+        version.state = target;
+        version.revision += 1;
+        tx.update_version(&version, expected).await?;
+        tx.commit().await?;
+        Ok(view(version))
+    }
+
+    async fn remove_material(&self, secret: &SecretRecord, version: &VersionRecord) -> Result<()> {
+        let Some(material) = &version.material else {
+            return Ok(());
+        };
+        self.provider(&secret.provider)?
+            .remove(
+                &version_context(secret, version.version),
+                &stored_version(material, &version.provider_version_ref),
+                RemoveMode::Delete,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn version_view(&self, name: &SecretName, uid: &str, number: i64) -> Result<VersionView> {
+        let secret = self.secret_by_uid(name, uid).await?;
+        let version = self
+            .store()
+            .get_version(uid, number)
+            .await?
+            .ok_or_else(|| version_not_found(&name.version(number)))?;
+        Ok(VersionView {
+            secret: name.clone(),
+            current_version: secret.current_version,
+            version,
+        })
+    }
+}
+
+pub(crate) fn version_not_found(name: &VersionName) -> Error {
+    Error::not_found(Reason::VersionNotFound, &name.to_string())
+}
+
+fn destroyed(name: &VersionName) -> Error {
+    Error::failed_precondition(
+        Reason::VersionDestroyed,
+        format!("{name} is destroyed; its value is gone for good"),
+    )
+    .with_metadata("resource", name.to_string())
+}
+
+/// A version that may be resolved or promoted.
+pub(crate) fn ensure_enabled(name: &VersionName, version: &VersionRecord) -> Result<()> {
+    match version.state {
+        VersionState::Enabled => Ok(()),
+        VersionState::Disabled => Err(Error::failed_precondition(
+            Reason::VersionDisabled,
+            format!("{name} is disabled; enable it or use another version"),
+        )
+        .with_metadata("resource", name.to_string())),
+        VersionState::Destroyed => Err(destroyed(name)),
+    }
+}

@@ -1,0 +1,11 @@
+//! The gRPC edge: tonic service implementations that parse and validate
+//! request messages, call the use cases in [`crate::app`] and map results.
+
+pub mod auth;
+pub mod convert;
+mod secrets;
+pub mod status;
+mod vaults;
+
+pub use secrets::SecretsApi;
+pub use vaults::VaultsApi;

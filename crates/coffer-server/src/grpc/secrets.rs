@@ -1,0 +1,521 @@
+//! `coffer.v1.SecretsService`: parse names and fields, call the use case, map
+//! the result. Bindings and audit RPCs belong to a later stage (issue 3) and
+//! answer UNIMPLEMENTED until then.
+
+use std::collections::BTreeMap;
+
+use coffer_core::record::SecretState;
+use coffer_core::{Error, Result, SecretName, TenantId, VersionName};
+use coffer_proto::v1;
+use coffer_proto::v1::secrets_service_server::SecretsService;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use super::auth::principal;
+use super::convert;
+use super::status::{to_rpc_status, to_status};
+use crate::app::{
+    Coffer, CreateSecret, ResolveRequest, ResolvedValue, SecretPatch, SecretSource, VersionView,
+};
+
+/// The SecretsService implementation.
+#[derive(Debug, Clone)]
+pub struct SecretsApi {
+    coffer: Coffer,
+}
+
+impl SecretsApi {
+    pub fn new(coffer: Coffer) -> Self {
+        SecretsApi { coffer }
+    }
+}
+
+fn respond<T>(result: Result<T>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|err| to_status(&err))
+}
+
+fn not_yet<T>(what: &str) -> Result<Response<T>, Status> {
+    Err(to_status(&Error::unimplemented(what)))
+}
+
+fn version_message(view: VersionView) -> v1::SecretVersion {
+    convert::version(&view.secret, view.current_version, &view.version)
+}
+
+/// The value or external reference of a create or rotate.
+fn source(value: Option<Vec<u8>>, external: Option<v1::ExternalRef>) -> Result<SecretSource> {
+    match (value, external) {
+        (Some(value), None) => Ok(SecretSource::Value(Zeroizing::new(value))),
+        (None, Some(external)) => Ok(SecretSource::External {
+            external_ref: external.r#ref,
+            version_ref: external.version_ref,
+        }),
+        _ => Err(Error::invalid_field(
+            "source",
+            "give either value or external",
+        )),
+    }
+}
+
+fn resolve_request(req: v1::ResolveSecretRequest, field: &str) -> Result<ResolveRequest> {
+    Ok(ResolveRequest {
+        name: SecretName::parse(&req.name, field)?,
+        version: req.version,
+        consumer: req.consumer.map(|c| (c.kind, c.id)),
+        config_path: req.config_path,
+        context: req.context.into_iter().collect(),
+    })
+}
+
+fn resolved_message(resolved: ResolvedValue) -> v1::ResolveSecretResponse {
+    v1::ResolveSecretResponse {
+        name: resolved.name.to_string(),
+        version: resolved.name.version,
+        value: resolved.value.expose().to_vec(),
+    }
+}
+
+/// Turns an UpdateSecret request into a patch. An empty mask means "every
+/// field that is set in the request"; `*` means all four updatable fields.
+fn secret_patch(secret: v1::Secret, mask: Option<prost_types::FieldMask>) -> Result<SecretPatch> {
+    let mut paths: Vec<String> = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        if !secret.display_name.is_empty() {
+            paths.push("display_name".into());
+        }
+        if !secret.description.is_empty() {
+            paths.push("description".into());
+        }
+        if !secret.labels.is_empty() {
+            paths.push("labels".into());
+        }
+        if secret.state != 0 {
+            paths.push("state".into());
+        }
+        if paths.is_empty() {
+            return Err(Error::invalid_field(
+                "update_mask",
+                "nothing to update; set update_mask",
+            ));
+        }
+    }
+    if paths.iter().any(|p| p == "*") {
+        paths = ["display_name", "description", "labels", "state"]
+            .map(String::from)
+            .to_vec();
+    }
+    let mut patch = SecretPatch::default();
+    for path in paths {
+        match path.as_str() {
+            "display_name" => patch.display_name = Some(secret.display_name.clone()),
+            "description" => patch.description = Some(secret.description.clone()),
+            "labels" => {
+                patch.labels = Some(
+                    secret
+                        .labels
+                        .clone()
+                        .into_iter()
+                        .collect::<BTreeMap<_, _>>(),
+                )
+            }
+            "state" => {
+                let state = convert::secret_state_from_api(secret.state, "secret.state")?;
+                patch.state = Some(state);
+            }
+            other => {
+                let shown: String = other.chars().take(64).filter(|c| !c.is_control()).collect();
+                return Err(Error::invalid_field(
+                    "update_mask",
+                    format!(
+                        "cannot update {shown:?}; updatable fields are display_name, description, labels, state"
+                    ),
+                ));
+            }
+        }
+    }
+    if patch.state == Some(SecretState::Deleted) {
+        return Err(Error::invalid_field(
+            "secret.state",
+            "state can be STATE_ACTIVE or STATE_DISABLED; use DeleteSecret to delete",
+        ));
+    }
+    Ok(patch)
+}
+
+#[tonic::async_trait]
+impl SecretsService for SecretsApi {
+    async fn create_secret(
+        &self,
+        request: Request<v1::CreateSecretRequest>,
+    ) -> Result<Response<v1::Secret>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let tenant = TenantId::from_parent(&req.parent, "parent")?;
+            let key = coffer_core::SecretKey::parse(&req.secret_id, "secret_id")?;
+            let secret = req.secret.unwrap_or_default();
+            let (value, external) = match req.source {
+                Some(v1::create_secret_request::Source::Value(v)) => (Some(v), None),
+                Some(v1::create_secret_request::Source::External(e)) => (None, Some(e)),
+                None => (None, None),
+            };
+            let create = CreateSecret {
+                name: SecretName::new(tenant, key),
+                display_name: secret.display_name,
+                description: secret.description,
+                labels: secret.labels.into_iter().collect(),
+                provider: secret.provider,
+                vault: secret.vault,
+                source: source(value, external)?,
+                request_id: req.request_id,
+            };
+            self.coffer
+                .create_secret(&principal, create)
+                .await
+                .map(|s| convert::secret(&s))
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<v1::GetSecretRequest>,
+    ) -> Result<Response<v1::Secret>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = SecretName::parse(&req.name, "name")?;
+            self.coffer
+                .get_secret(&name)
+                .await
+                .map(|s| convert::secret(&s))
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<v1::ListSecretsRequest>,
+    ) -> Result<Response<v1::ListSecretsResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let tenant = TenantId::from_parent(&req.parent, "parent")?;
+            let page = self
+                .coffer
+                .list_secrets(
+                    &tenant,
+                    &req.filter,
+                    req.show_deleted,
+                    req.page_size,
+                    &req.page_token,
+                )
+                .await?;
+            Ok(v1::ListSecretsResponse {
+                secrets: page.secrets.iter().map(convert::secret).collect(),
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn update_secret(
+        &self,
+        request: Request<v1::UpdateSecretRequest>,
+    ) -> Result<Response<v1::Secret>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let secret = req
+                .secret
+                .ok_or_else(|| Error::invalid_field("secret", "secret is required"))?;
+            let name = SecretName::parse(&secret.name, "secret.name")?;
+            let etag = secret.etag.clone();
+            let patch = secret_patch(secret, req.update_mask)?;
+            self.coffer
+                .update_secret(&name, &etag, patch)
+                .await
+                .map(|s| convert::secret(&s))
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn delete_secret(
+        &self,
+        request: Request<v1::DeleteSecretRequest>,
+    ) -> Result<Response<v1::Secret>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = SecretName::parse(&req.name, "name")?;
+            self.coffer
+                .delete_secret(&name, &req.etag, req.force, req.recovery_window_days)
+                .await
+                .map(|s| convert::secret(&s))
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn undelete_secret(
+        &self,
+        request: Request<v1::UndeleteSecretRequest>,
+    ) -> Result<Response<v1::Secret>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = SecretName::parse(&req.name, "name")?;
+            self.coffer
+                .undelete_secret(&name, &req.etag)
+                .await
+                .map(|s| convert::secret(&s))
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn rotate_secret(
+        &self,
+        request: Request<v1::RotateSecretRequest>,
+    ) -> Result<Response<v1::SecretVersion>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = SecretName::parse(&req.name, "name")?;
+            let (value, external) = match req.source {
+                Some(v1::rotate_secret_request::Source::Value(v)) => (Some(v), None),
+                Some(v1::rotate_secret_request::Source::External(e)) => (None, Some(e)),
+                None => (None, None),
+            };
+            self.coffer
+                .rotate_secret(
+                    &principal,
+                    &name,
+                    source(value, external)?,
+                    req.stage_only,
+                    &req.etag,
+                    &req.request_id,
+                )
+                .await
+                .map(version_message)
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn promote_secret_version(
+        &self,
+        request: Request<v1::PromoteSecretVersionRequest>,
+    ) -> Result<Response<v1::Secret>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = VersionName::parse(&req.name, "name")?;
+            self.coffer
+                .promote_version(&name, &req.etag)
+                .await
+                .map(|s| convert::secret(&s))
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn list_secret_versions(
+        &self,
+        request: Request<v1::ListSecretVersionsRequest>,
+    ) -> Result<Response<v1::ListSecretVersionsResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = SecretName::parse(&req.parent, "parent")?;
+            let page = self
+                .coffer
+                .list_versions(&name, req.page_size, &req.page_token)
+                .await?;
+            Ok(v1::ListSecretVersionsResponse {
+                versions: page
+                    .versions
+                    .iter()
+                    .map(|v| convert::version(&page.secret, page.current_version, v))
+                    .collect(),
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn get_secret_version(
+        &self,
+        request: Request<v1::GetSecretVersionRequest>,
+    ) -> Result<Response<v1::SecretVersion>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = VersionName::parse(&req.name, "name")?;
+            self.coffer.get_version(&name).await.map(version_message)
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn disable_secret_version(
+        &self,
+        request: Request<v1::DisableSecretVersionRequest>,
+    ) -> Result<Response<v1::SecretVersion>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = VersionName::parse(&req.name, "name")?;
+            self.coffer
+                .disable_version(&name, &req.etag)
+                .await
+                .map(version_message)
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn enable_secret_version(
+        &self,
+        request: Request<v1::EnableSecretVersionRequest>,
+    ) -> Result<Response<v1::SecretVersion>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = VersionName::parse(&req.name, "name")?;
+            self.coffer
+                .enable_version(&name, &req.etag)
+                .await
+                .map(version_message)
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn destroy_secret_version(
+        &self,
+        request: Request<v1::DestroySecretVersionRequest>,
+    ) -> Result<Response<v1::SecretVersion>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let name = VersionName::parse(&req.name, "name")?;
+            self.coffer
+                .destroy_version(&name, &req.etag)
+                .await
+                .map(version_message)
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn resolve_secret(
+        &self,
+        request: Request<v1::ResolveSecretRequest>,
+    ) -> Result<Response<v1::ResolveSecretResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let req = resolve_request(req, "name")?;
+            self.coffer.resolve_secret(&req).await.map(resolved_message)
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn batch_resolve_secrets(
+        &self,
+        request: Request<v1::BatchResolveSecretsRequest>,
+    ) -> Result<Response<v1::BatchResolveSecretsResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let tenant = TenantId::from_parent(&req.parent, "parent")?;
+            let items = req
+                .requests
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| resolve_request(item, &format!("requests[{i}].name")))
+                .collect();
+            let results = self.coffer.batch_resolve(&tenant, items).await?;
+            Ok(v1::BatchResolveSecretsResponse {
+                results: results
+                    .into_iter()
+                    .map(|item| v1::BatchResolveResult {
+                        result: Some(match item {
+                            Ok(resolved) => v1::batch_resolve_result::Result::Resolved(
+                                resolved_message(resolved),
+                            ),
+                            Err(err) => {
+                                v1::batch_resolve_result::Result::Error(to_rpc_status(&err))
+                            }
+                        }),
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        respond(result)
+    }
+
+    async fn resolve_bindings(
+        &self,
+        _: Request<v1::ResolveBindingsRequest>,
+    ) -> Result<Response<v1::ResolveBindingsResponse>, Status> {
+        not_yet("ResolveBindings")
+    }
+
+    async fn create_binding(
+        &self,
+        _: Request<v1::CreateBindingRequest>,
+    ) -> Result<Response<v1::Binding>, Status> {
+        not_yet("CreateBinding")
+    }
+
+    async fn get_binding(
+        &self,
+        _: Request<v1::GetBindingRequest>,
+    ) -> Result<Response<v1::Binding>, Status> {
+        not_yet("GetBinding")
+    }
+
+    async fn list_bindings(
+        &self,
+        _: Request<v1::ListBindingsRequest>,
+    ) -> Result<Response<v1::ListBindingsResponse>, Status> {
+        not_yet("ListBindings")
+    }
+
+    async fn delete_binding(
+        &self,
+        _: Request<v1::DeleteBindingRequest>,
+    ) -> Result<Response<v1::DeleteBindingResponse>, Status> {
+        not_yet("DeleteBinding")
+    }
+
+    async fn sync_bindings(
+        &self,
+        _: Request<v1::SyncBindingsRequest>,
+    ) -> Result<Response<v1::SyncBindingsResponse>, Status> {
+        not_yet("SyncBindings")
+    }
+
+    async fn list_audit_events(
+        &self,
+        _: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        not_yet("ListAuditEvents")
+    }
+
+    async fn verify_audit_chain(
+        &self,
+        _: Request<v1::VerifyAuditChainRequest>,
+    ) -> Result<Response<v1::VerifyAuditChainResponse>, Status> {
+        not_yet("VerifyAuditChain")
+    }
+}

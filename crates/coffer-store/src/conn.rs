@@ -1,0 +1,209 @@
+//! Opening the database: the [`Store`] handle with its read and write pools,
+//! the connection settings per backend, migrations and the health probe.
+//!
+//! SQLite gets two pools on one file: a write pool of exactly one connection,
+//! so our own write transactions queue in the pool instead of failing with
+//! `SQLITE_BUSY`, and a read pool of several connections that WAL lets run
+//! beside the writer. PostgreSQL uses one pool for both.
+
+use std::fmt;
+use std::time::Duration;
+
+use coffer_core::{Error, Result};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait,
+};
+
+use crate::error::db_err;
+use crate::tx::WriteTx;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Pool and timeout settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Size of the read pool on SQLite, of the one pool on PostgreSQL. The
+    /// SQLite write pool always has exactly one connection.
+    pub max_connections: u32,
+    /// How long opening one connection may take.
+    pub connect_timeout: Duration,
+    /// How long a caller may wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// How long SQLite waits on a lock held by another process (e.g. the
+    /// migration CLI) before answering busy.
+    pub sqlite_busy_timeout: Duration,
+    /// Log every statement through `tracing` (noisy; for debugging).
+    pub log_statements: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(30),
+            sqlite_busy_timeout: Duration::from_secs(5),
+            log_statements: false,
+        }
+    }
+}
+
+/// Whether one migration has been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    pub name: String,
+    pub applied: bool,
+}
+
+/// The persistence handle. Cheap to clone: the pools are shared.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) read: DatabaseConnection,
+    pub(crate) write: DatabaseConnection,
+    backend: Backend,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password, so only the backend is shown.
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens `sqlite://path?mode=rwc`, `sqlite:path` (a file, created if
+    /// missing) or `postgres://…`. Does not migrate.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url, &options).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = Database::connect(pool_options(url, &options, options.max_connections))
+                .await
+                .map_err(db_err)?;
+            Ok(Store {
+                read: pool.clone(),
+                write: pool,
+                backend: Backend::Postgres,
+            })
+        } else {
+            Err(Error::invalid_field(
+                "database.url",
+                "database url must start with sqlite: or postgres://",
+            ))
+        }
+    }
+
+    async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store> {
+        let busy = options.sqlite_busy_timeout;
+        let tune = move |opts: SqliteConnectOptions| {
+            opts.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(busy)
+        };
+        let mut write_opts = pool_options(url, options, 1);
+        write_opts.min_connections(1).map_sqlx_sqlite_opts(tune);
+        // Opened first: it creates the file and switches it to WAL.
+        let write = Database::connect(write_opts).await.map_err(db_err)?;
+        if is_sqlite_memory(url) {
+            // Every connection to an in-memory database is a database of its
+            // own, so reads must share the one write connection.
+            return Ok(Store {
+                read: write.clone(),
+                write,
+                backend: Backend::Sqlite,
+            });
+        }
+        let mut read_opts = pool_options(url, options, options.max_connections.max(1));
+        read_opts.map_sqlx_sqlite_opts(tune);
+        let read = Database::connect(read_opts).await.map_err(db_err)?;
+        Ok(Store {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies every pending migration (a no-op when none is pending).
+    pub async fn migrate_up(&self) -> Result<()> {
+        Migrator::up(&self.write, None).await.map_err(db_err)
+    }
+
+    /// Reverts the last `steps` applied migrations (all of them with `None`).
+    /// For operators and tests; the server never migrates down.
+    pub async fn migrate_down(&self, steps: Option<u32>) -> Result<()> {
+        Migrator::down(&self.write, steps).await.map_err(db_err)
+    }
+
+    /// Every known migration, oldest first, and whether it has been applied.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
+        let all = Migrator::get_migration_with_status_read_only(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(all
+            .iter()
+            .map(|m| MigrationStatus {
+                name: m.name().to_owned(),
+                applied: m.status() == migration::MigrationStatus::Applied,
+            })
+            .collect())
+    }
+
+    /// `SELECT 1` on the read pool: the health checker's probe.
+    pub async fn ping(&self) -> Result<()> {
+        let backend = self.read.get_database_backend();
+        self.read
+            .query_one_raw(Statement::from_string(backend, "SELECT 1"))
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Starts a transaction on the write pool.
+    pub async fn begin(&self) -> Result<WriteTx> {
+        let txn = self.write.begin().await.map_err(db_err)?;
+        Ok(WriteTx::new(txn, self.backend))
+    }
+
+    /// Closes the pools; later calls answer `Unavailable`.
+    pub async fn close(&self) -> Result<()> {
+        self.write.close_by_ref().await.map_err(db_err)?;
+        if self.backend == Backend::Sqlite {
+            self.read.close_by_ref().await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+fn pool_options(url: &str, options: &StoreOptions, max_connections: u32) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(max_connections)
+        .connect_timeout(options.connect_timeout)
+        .acquire_timeout(options.acquire_timeout)
+        .sqlx_logging(options.log_statements);
+    opts
+}
+
+fn is_sqlite_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// The backend a connection speaks, for queries that differ per backend.
+pub(crate) fn is_postgres(conn: &impl ConnectionTrait) -> bool {
+    conn.get_database_backend() == DbBackend::Postgres
+}

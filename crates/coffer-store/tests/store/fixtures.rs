@@ -1,0 +1,65 @@
+//! Records to store in tests.
+
+use std::collections::BTreeMap;
+
+use coffer_core::record::{SecretMode, SecretRecord, SecretState, VersionRecord, VersionState};
+use coffer_core::{SecretKey, TenantId};
+
+pub(crate) const T0: i64 = 1_764_000_000_000_000;
+
+pub(crate) fn tenant(raw: &str) -> TenantId {
+    TenantId::parse(raw, "tenant").unwrap()
+}
+
+pub(crate) fn key(raw: &str) -> SecretKey {
+    SecretKey::parse(raw, "key").unwrap()
+}
+
+/// An active managed secret whose display name is derived from its key.
+pub(crate) fn secret(tenant_id: &str, key_id: &str) -> SecretRecord {
+    SecretRecord {
+        uid: uuid::Uuid::new_v4().to_string(),
+        tenant: tenant(tenant_id),
+        key: key(key_id),
+        display_name: format!("Display {key_id}"),
+        description: format!("description of {key_id}"),
+        labels: BTreeMap::new(),
+        mode: SecretMode::Managed,
+        provider: "local_encrypted".to_owned(),
+        vault: String::new(),
+        external_ref: String::new(),
+        state: SecretState::Active,
+        current_version: 0,
+        latest_version: 0,
+        create_time: T0,
+        update_time: T0,
+        rotate_time: None,
+        last_resolve_time: None,
+        delete_time: None,
+        purge_time: None,
+        revision: 1,
+    }
+}
+
+pub(crate) fn labeled(mut rec: SecretRecord, labels: &[(&str, &str)]) -> SecretRecord {
+    rec.labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    rec
+}
+
+pub(crate) fn version(secret_uid: &str, n: i64) -> VersionRecord {
+    VersionRecord {
+        secret_uid: secret_uid.to_owned(),
+        version: n,
+        state: VersionState::Enabled,
+        provider_version_ref: format!("ref-{n}"),
+        material: Some(format!("{{\"scheme\":\"test\",\"n\":{n}}}")),
+        fingerprint: format!("fp{n}"),
+        create_time: T0 + n,
+        created_by: "spiffe://test/admin".to_owned(),
+        destroy_time: None,
+        revision: 1,
+    }
+}

@@ -1,0 +1,10 @@
+//! Storage tests. Every `store_test!` runs on SQLite and on PostgreSQL, each
+//! on a fresh database built by the real migrations.
+#![allow(clippy::unwrap_used)]
+
+mod concurrency;
+mod fixtures;
+mod idempotency;
+mod migrations;
+mod secrets;
+mod versions;

@@ -1,0 +1,153 @@
+//! Migrations and connection failures.
+
+use std::time::Duration;
+
+use coffer_core::ErrorCode;
+use coffer_store::{Backend, Store, StoreOptions, store_test};
+
+use crate::fixtures::secret;
+
+const MIGRATIONS: [&str; 4] = [
+    "m20261128_000001_secrets",
+    "m20261128_000002_secret_labels",
+    "m20261128_000003_secret_versions",
+    "m20261128_000004_idempotency_keys",
+];
+
+store_test!(
+    reports_applied_migrations_and_reapplies_as_a_no_op,
+    |store| async move {
+        let status = store.migration_status().await.unwrap();
+        let names: Vec<&str> = status.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, MIGRATIONS);
+        assert!(status.iter().all(|m| m.applied));
+
+        let rec = secret("acme", "k");
+        let tx = store.begin().await.unwrap();
+        tx.insert_secret(&rec).await.unwrap();
+        tx.commit().await.unwrap();
+        store.migrate_up().await.unwrap();
+        store.migrate_up().await.unwrap();
+        assert_eq!(store.migration_status().await.unwrap(), status);
+        assert!(
+            store
+                .get_secret(&rec.tenant, &rec.key)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+);
+
+store_test!(migrates_down_and_up_again, |store| async move {
+    store.migrate_down(Some(1)).await.unwrap();
+    let status = store.migration_status().await.unwrap();
+    let applied: Vec<bool> = status.iter().map(|m| m.applied).collect();
+    assert_eq!(applied, [true, true, true, false]);
+
+    store.migrate_down(None).await.unwrap();
+    assert!(
+        store
+            .migration_status()
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| !m.applied)
+    );
+    let tx = store.begin().await.unwrap();
+    let err = tx.insert_secret(&secret("acme", "k")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
+    drop(tx);
+
+    store.migrate_up().await.unwrap();
+    assert!(
+        store
+            .migration_status()
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.applied)
+    );
+    let tx = store.begin().await.unwrap();
+    tx.insert_secret(&secret("acme", "k")).await.unwrap();
+    tx.commit().await.unwrap();
+});
+
+store_test!(a_closed_store_is_unavailable, |store| async move {
+    store.ping().await.unwrap();
+    store.close().await.unwrap();
+    let err = store.ping().await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert_eq!(
+        err.message(),
+        "the database is unavailable; retry with backoff"
+    );
+    let err = store.begin().await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+});
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_unavailable() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused.
+    let options = StoreOptions {
+        connect_timeout: Duration::from_secs(2),
+        acquire_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    let err = Store::connect("postgres://postgres:hunter2@127.0.0.1:1/coffer", options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(!err.message().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn rejects_unknown_url_schemes() {
+    let err = Store::connect("mysql://localhost/db", StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
+async fn opens_sqlite_files_in_both_url_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.db");
+    let store = Store::connect(
+        &format!("sqlite:{}", path.display()),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.migrate_up().await.unwrap();
+    store.ping().await.unwrap();
+    assert!(path.exists());
+    // Reads see committed writes through the separate read pool.
+    let rec = secret("acme", "k");
+    let tx = store.begin().await.unwrap();
+    tx.insert_secret(&rec).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        store
+            .get_secret(&rec.tenant, &rec.key)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close().await.unwrap();
+
+    let reopened = Store::connect(
+        &format!("sqlite://{}?mode=rwc", path.display()),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        reopened
+            .get_secret(&rec.tenant, &rec.key)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -1,0 +1,77 @@
+//! Where the server keeps its state, shared by `serve`, `keys` and `migrate`:
+//! the database URL and the keyring (a file, or the `COFFER_KEYRING` env var
+//! holding the same JSON). Defaults put both under `./.coffer/`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use coffer_crypto::Keyring;
+use coffer_store::{Store, StoreOptions};
+
+/// The env var that may carry the whole keyring (its JSON) instead of a file.
+pub(crate) const KEYRING_ENV: &str = "COFFER_KEYRING";
+
+/// Database and keyring locations.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StorageArgs {
+    /// Directory for the embedded defaults (SQLite file and keyring).
+    #[arg(long, env = "COFFER_DATA_DIR", default_value = ".coffer")]
+    pub(crate) data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; default: SQLite in the data directory.
+    #[arg(long, env = "COFFER_DATABASE_URL")]
+    pub(crate) database_url: Option<String>,
+    /// Keyring file; default: `master.key` in the data directory. Ignored when
+    /// the COFFER_KEYRING env var holds a keyring.
+    #[arg(long, env = "COFFER_KEYRING_FILE")]
+    pub(crate) keyring: Option<PathBuf>,
+}
+
+impl StorageArgs {
+    pub(crate) fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("coffer.db").display()
+            ),
+        }
+    }
+
+    pub(crate) fn keyring_path(&self) -> PathBuf {
+        self.keyring
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// Connects to the database, creating the data directory for SQLite.
+    pub(crate) async fn connect(&self) -> anyhow::Result<Store> {
+        let url = self.database_url();
+        if url.starts_with("sqlite:") && self.database_url.is_none() {
+            std::fs::create_dir_all(&self.data_dir)
+                .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        }
+        Store::connect(&url, StoreOptions::default())
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "connecting to the database failed: {err} ({})",
+                    err.internal_cause().unwrap_or("no detail")
+                )
+            })
+    }
+
+    /// Loads the keyring from the env var, else from (or creating) the file.
+    pub(crate) fn load_or_create_keyring(&self) -> anyhow::Result<Arc<Keyring>> {
+        if let Ok(text) = std::env::var(KEYRING_ENV) {
+            let keyring = Keyring::from_json(&text).with_context(|| {
+                format!("the {KEYRING_ENV} env var does not hold a valid keyring")
+            })?;
+            return Ok(Arc::new(keyring));
+        }
+        let path = self.keyring_path();
+        let keyring = Keyring::load_or_create(&path)
+            .with_context(|| format!("loading keyring {}", path.display()))?;
+        Ok(Arc::new(keyring))
+    }
+}
