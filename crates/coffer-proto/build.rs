@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "coffer/v1/resources.proto",
         "coffer/v1/secrets.proto",
         "coffer/v1/vaults.proto",
+        // Not used by the API messages, but in the descriptor set so that
+        // reflection clients (grpcurl) can decode ErrorInfo/BadRequest details.
+        "google/rpc/error_details.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());

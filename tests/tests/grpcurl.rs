@@ -201,6 +201,11 @@ e2e_test!(lifecycle_with_json, |server: TestServer| async move {
     assert!(!ok);
     assert!(stderr.contains("InvalidArgument"), "{stderr}");
     assert!(stderr.contains("secret_id"), "{stderr}");
+    // Details decode through reflection: ErrorInfo's reason and domain are readable.
+    assert!(
+        stderr.contains("BAD_REQUEST") && stderr.contains("coffer"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = grpcurl(
         &server,
         &["coffer.v1.SecretsService/GetSecret"],

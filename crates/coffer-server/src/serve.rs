@@ -56,6 +56,18 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Reflection knows every served service, both reflection versions included,
+/// and the error-detail messages, so `grpcurl list`, `describe` and decoded
+/// error details work whichever reflection version a client speaks.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
 /// Serves until `shutdown` resolves, then drains in-flight RPCs and returns.
 pub async fn serve(
     listener: TcpListener,
@@ -72,14 +84,8 @@ pub async fn serve(
     );
     let reaper = spawn_reaper(coffer.clone(), options.reaper_interval);
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
 
     // Size limits live on the generated servers; the interceptor wraps them.
     let secrets = InterceptedService::new(

@@ -139,15 +139,16 @@ impl WriteTx {
         rows.into_iter().map(to_record).collect()
     }
 
-    /// Replaces the material of a version that still has some (rewrap under a
-    /// new key); the revision is not bumped because nothing visible changed.
-    /// `NotFound` if the version is gone or was destroyed meanwhile.
+    /// Replaces a version's material without a revision bump (for `coffer keys
+    /// rewrap`), but only while it still holds `expected`: a version destroyed
+    /// or re-wrapped since it was read is left alone. Returns whether it changed.
     pub async fn set_version_material(
         &self,
         secret_uid: &str,
         version: i64,
+        expected: &str,
         material: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let result = secret_version::Entity::update_many()
             .set(secret_version::ActiveModel {
                 material: Set(Some(material.to_owned())),
@@ -155,18 +156,11 @@ impl WriteTx {
             })
             .filter(secret_version::Column::SecretUid.eq(secret_uid))
             .filter(secret_version::Column::Version.eq(version))
-            .filter(secret_version::Column::Material.is_not_null())
+            .filter(secret_version::Column::Material.eq(expected))
             .exec(&self.txn)
             .await
             .map_err(|e| self.failed(db_err(e)))?;
-        if result.rows_affected == 0 {
-            return Err(Error::new(
-                ErrorCode::NotFound,
-                Reason::VersionNotFound,
-                "version not found or already destroyed",
-            ));
-        }
-        Ok(())
+        Ok(result.rows_affected == 1)
     }
 }
 

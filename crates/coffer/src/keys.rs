@@ -62,8 +62,8 @@ pub(crate) async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Rewrap { storage } => {
             let report = rewrap(&storage).await?;
             println!(
-                "rewrapped {} versions, {} already under the active KEK, {} kept by other providers",
-                report.rewrapped, report.current, report.other
+                "rewrapped {} versions, {} already under the active KEK, {} kept by other providers, {} changed meanwhile",
+                report.rewrapped, report.current, report.other, report.changed
             );
         }
     }
@@ -76,6 +76,7 @@ struct RewrapReport {
     rewrapped: u64,
     current: u64,
     other: u64,
+    changed: u64,
 }
 
 async fn rewrap(storage: &StorageArgs) -> anyhow::Result<RewrapReport> {
@@ -113,14 +114,21 @@ async fn rewrap(storage: &StorageArgs) -> anyhow::Result<RewrapReport> {
                 )
             })? {
                 Some(rewrapped) => {
-                    tx.set_version_material(
-                        &version.secret_uid,
-                        version.version,
-                        &rewrapped.material,
-                    )
-                    .await
-                    .map_err(describe)?;
-                    report.rewrapped += 1;
+                    let swapped = tx
+                        .set_version_material(
+                            &version.secret_uid,
+                            version.version,
+                            material,
+                            &rewrapped.material,
+                        )
+                        .await
+                        .map_err(describe)?;
+                    // A version destroyed (or re-wrapped) since it was read is left alone.
+                    if swapped {
+                        report.rewrapped += 1;
+                    } else {
+                        report.changed += 1;
+                    }
                 }
                 None => report.current += 1,
             }

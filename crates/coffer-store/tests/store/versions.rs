@@ -131,12 +131,30 @@ store_test!(scans_and_rewraps_material, |store| async move {
     }
     assert_eq!(seen, expected);
 
-    let tx = store.begin().await.unwrap();
-    tx.set_version_material(&a.uid, 2, "rewrapped")
+    let current = store
+        .get_version(&a.uid, 2)
         .await
+        .unwrap()
+        .unwrap()
+        .material
         .unwrap();
-    let err = tx.set_version_material(&b.uid, 2, "x").await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    let tx = store.begin().await.unwrap();
+    assert!(
+        tx.set_version_material(&a.uid, 2, &current, "rewrapped")
+            .await
+            .unwrap()
+    );
+    // Compare-and-swap: stale material, or a destroyed version, is left alone.
+    assert!(
+        !tx.set_version_material(&a.uid, 3, "stale", "x")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.set_version_material(&b.uid, 2, &current, "x")
+            .await
+            .unwrap()
+    );
     tx.commit().await.unwrap();
     let got = store.get_version(&a.uid, 2).await.unwrap().unwrap();
     assert_eq!(got.material.as_deref(), Some("rewrapped"));
