@@ -1,7 +1,9 @@
 //! The gRPC edge: tonic service implementations that parse and validate
 //! request messages, call the use cases in [`crate::app`] and map results.
 
+mod audit;
 pub mod auth;
+mod bindings;
 pub mod convert;
 mod secrets;
 pub mod status;

@@ -1,6 +1,6 @@
 //! `coffer.v1.SecretsService`: parse names and fields, call the use case, map
-//! the result. Bindings and audit RPCs belong to a later stage (issue 3) and
-//! answer UNIMPLEMENTED until then.
+//! the result. Binding and audit RPCs are implemented in [`super::bindings`]
+//! and [`super::audit`]; the trait impl here delegates to them.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::auth::principal;
 use super::convert;
 use super::status::{to_rpc_status, to_status};
+use super::{audit, bindings};
 use crate::app::{
     Coffer, CreateSecret, ResolveRequest, ResolvedValue, SecretPatch, SecretSource, VersionView,
 };
@@ -32,10 +33,6 @@ impl SecretsApi {
 
 fn respond<T>(result: Result<T>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|err| to_status(&err))
-}
-
-fn not_yet<T>(what: &str) -> Result<Response<T>, Status> {
-    Err(to_status(&Error::unimplemented(what)))
 }
 
 fn version_message(view: VersionView) -> v1::SecretVersion {
@@ -465,57 +462,57 @@ impl SecretsService for SecretsApi {
 
     async fn resolve_bindings(
         &self,
-        _: Request<v1::ResolveBindingsRequest>,
+        request: Request<v1::ResolveBindingsRequest>,
     ) -> Result<Response<v1::ResolveBindingsResponse>, Status> {
-        not_yet("ResolveBindings")
+        bindings::resolve_bindings(&self.coffer, request).await
     }
 
     async fn create_binding(
         &self,
-        _: Request<v1::CreateBindingRequest>,
+        request: Request<v1::CreateBindingRequest>,
     ) -> Result<Response<v1::Binding>, Status> {
-        not_yet("CreateBinding")
+        bindings::create_binding(&self.coffer, request).await
     }
 
     async fn get_binding(
         &self,
-        _: Request<v1::GetBindingRequest>,
+        request: Request<v1::GetBindingRequest>,
     ) -> Result<Response<v1::Binding>, Status> {
-        not_yet("GetBinding")
+        bindings::get_binding(&self.coffer, request).await
     }
 
     async fn list_bindings(
         &self,
-        _: Request<v1::ListBindingsRequest>,
+        request: Request<v1::ListBindingsRequest>,
     ) -> Result<Response<v1::ListBindingsResponse>, Status> {
-        not_yet("ListBindings")
+        bindings::list_bindings(&self.coffer, request).await
     }
 
     async fn delete_binding(
         &self,
-        _: Request<v1::DeleteBindingRequest>,
+        request: Request<v1::DeleteBindingRequest>,
     ) -> Result<Response<v1::DeleteBindingResponse>, Status> {
-        not_yet("DeleteBinding")
+        bindings::delete_binding(&self.coffer, request).await
     }
 
     async fn sync_bindings(
         &self,
-        _: Request<v1::SyncBindingsRequest>,
+        request: Request<v1::SyncBindingsRequest>,
     ) -> Result<Response<v1::SyncBindingsResponse>, Status> {
-        not_yet("SyncBindings")
+        bindings::sync_bindings(&self.coffer, request).await
     }
 
     async fn list_audit_events(
         &self,
-        _: Request<v1::ListAuditEventsRequest>,
+        request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
-        not_yet("ListAuditEvents")
+        audit::list_audit_events(&self.coffer, request).await
     }
 
     async fn verify_audit_chain(
         &self,
-        _: Request<v1::VerifyAuditChainRequest>,
+        request: Request<v1::VerifyAuditChainRequest>,
     ) -> Result<Response<v1::VerifyAuditChainResponse>, Status> {
-        not_yet("VerifyAuditChain")
+        audit::verify_audit_chain(&self.coffer, request).await
     }
 }
