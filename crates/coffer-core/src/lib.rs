@@ -5,6 +5,7 @@
 //! Nothing here knows tonic or SeaORM; the server maps [`ErrorCode`] to gRPC
 //! codes and the store maps database errors into [`Error`].
 
+pub mod audit;
 pub mod error;
 pub mod filter;
 pub mod name;

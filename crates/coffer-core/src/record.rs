@@ -129,3 +129,75 @@ pub fn etag(revision: i64) -> String {
 pub fn etag_matches(given: &str, revision: i64) -> bool {
     given.is_empty() || given == etag(revision)
 }
+
+/// Who may consume which secret, at which config path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingRecord {
+    /// The `{id}` of `tenants/{t}/bindings/{id}` (a UUID).
+    pub id: String,
+    pub tenant: TenantId,
+    pub secret_uid: String,
+    /// The bound secret's key (joined from the secret, for its name).
+    pub secret_key: SecretKey,
+    pub consumer_kind: String,
+    pub consumer_id: String,
+    pub config_path: String,
+    /// Empty or `latest` (the current version), or a version number to pin.
+    pub version_selector: String,
+    pub required: bool,
+    pub label: String,
+    pub create_time: UnixMicros,
+    pub update_time: UnixMicros,
+    pub revision: i64,
+}
+
+impl BindingRecord {
+    /// `tenants/{t}/bindings/{id}`.
+    pub fn name(&self) -> String {
+        format!("tenants/{}/bindings/{}", self.tenant, self.id)
+    }
+
+    pub fn secret_name(&self) -> SecretName {
+        SecretName::new(self.tenant.clone(), self.secret_key.clone())
+    }
+
+    pub fn etag(&self) -> String {
+        etag(self.revision)
+    }
+}
+
+string_enum!(
+    /// How an audited call ended.
+    AuditOutcome { Success => "success", Denied => "denied", Failure => "failure" }
+);
+
+/// One audit event before it is chained (no seq or hashes yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub tenant: TenantId,
+    pub time: UnixMicros,
+    pub principal: String,
+    /// e.g. `secret.create`, `secret.resolve`, `binding.sync`.
+    pub action: String,
+    /// The resource acted on (a resource name); never a value.
+    pub resource: String,
+    /// The version involved, 0 when none.
+    pub version: i64,
+    pub consumer_kind: String,
+    pub consumer_id: String,
+    pub config_path: String,
+    pub context: BTreeMap<String, String>,
+    pub outcome: AuditOutcome,
+    /// The error reason (ErrorInfo reason) for DENIED and FAILURE; empty on success.
+    pub reason: String,
+    pub request_id: String,
+}
+
+/// A stored, chained audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEventRecord {
+    pub seq: i64,
+    pub event: NewAuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
