@@ -10,6 +10,9 @@ mod m20261128_000001_secrets;
 mod m20261128_000002_secret_labels;
 mod m20261128_000003_secret_versions;
 mod m20261128_000004_idempotency_keys;
+mod m20261201_000005_bindings;
+mod m20261201_000006_audit_events;
+mod m20261201_000007_audit_heads;
 
 /// Every migration, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,6 +26,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_secret_labels::Migration),
             Box::new(m20261128_000003_secret_versions::Migration),
             Box::new(m20261128_000004_idempotency_keys::Migration),
+            Box::new(m20261201_000005_bindings::Migration),
+            Box::new(m20261201_000006_audit_events::Migration),
+            Box::new(m20261201_000007_audit_heads::Migration),
         ]
     }
 }

@@ -1,9 +1,12 @@
 //! The end-to-end harness: starts a real Coffer server (real migrations, real
 //! keyring, real providers) on a pre-bound `127.0.0.1:0` listener against
 //! SQLite or a fresh PostgreSQL database, and hands out gRPC clients.
-//! Tests poll health for readiness instead of sleeping.
+//! Tests poll health for readiness instead of sleeping. [`TestServer::start_mtls`]
+//! serves mutual TLS with a role policy and a test CA ([`pki`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod pki;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,12 +17,12 @@ use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::vault_service_client::VaultServiceClient;
 use coffer_providers::ProviderRegistry;
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
-use coffer_server::{Coffer, ServeOptions};
+use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
 use coffer_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -40,9 +43,47 @@ pub struct TestServer {
     pub keyring: Arc<Keyring>,
     /// The database URL the server uses.
     pub database_url: String,
+    /// Set when the server runs mutual TLS.
+    pub mtls: Option<MtlsSetup>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// The TLS side of a test server: its CA, its files and its reload handle.
+#[derive(Debug)]
+pub struct MtlsSetup {
+    pub pki: pki::TestPki,
+    pub handle: Mtls,
+    pub policy_file: std::path::PathBuf,
+    /// The first host of the server certificate; clients verify against it.
+    pub server_name: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// The principal the harness's own channel (`TestServer::channel`) uses
+/// under mTLS; it holds no grant unless a test's policy gives it one.
+pub const HARNESS_PRINCIPAL: &str = "test:harness";
+
+/// A client channel over mutual TLS: `identity` is presented when given; the
+/// server's certificate must chain to `ca_pem` and be valid for `domain`.
+pub fn tls_channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&pki::Pem>,
+    domain: &str,
+) -> Channel {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(domain);
+    if let Some(identity) = identity {
+        tls = tls.identity(Identity::from_pem(&identity.cert, &identity.key));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_lazy()
 }
 
 impl TestServer {
@@ -53,6 +94,50 @@ impl TestServer {
     }
 
     pub async fn start_with(db: Db, options: ServeOptions) -> Option<TestServer> {
+        Self::start_inner(db, options, None).await
+    }
+
+    /// Starts a server with mutual TLS (a fresh test CA, a server certificate
+    /// for localhost and 127.0.0.1) and `policy` as the policy file.
+    pub async fn start_mtls(db: Db, policy: &str) -> Option<TestServer> {
+        Self::start_mtls_for_hosts(db, policy, &["localhost", "127.0.0.1"]).await
+    }
+
+    /// Like [`Self::start_mtls`] with a server certificate for `hosts`.
+    pub async fn start_mtls_for_hosts(db: Db, policy: &str, hosts: &[&str]) -> Option<TestServer> {
+        let pki = pki::TestPki::new("coffer test ca");
+        let dir = tempfile::tempdir().unwrap();
+        let server = pki.server(hosts);
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("server.pem"), &server.cert).unwrap();
+        std::fs::write(path("server.key"), &server.key).unwrap();
+        std::fs::write(path("ca.pem"), &pki.ca_pem).unwrap();
+        std::fs::write(path("policy.toml"), policy).unwrap();
+        let handle = Mtls::load(MtlsFiles {
+            tls: TlsFiles {
+                cert_file: path("server.pem"),
+                key_file: path("server.key"),
+                client_ca_file: path("ca.pem"),
+            },
+            policy_file: path("policy.toml"),
+        })
+        .unwrap();
+        let options = ServeOptions::mtls(&handle);
+        let setup = MtlsSetup {
+            pki,
+            handle,
+            policy_file: path("policy.toml"),
+            server_name: hosts[0].to_owned(),
+            dir,
+        };
+        Self::start_inner(db, options, Some(setup)).await
+    }
+
+    async fn start_inner(
+        db: Db,
+        options: ServeOptions,
+        mtls: Option<MtlsSetup>,
+    ) -> Option<TestServer> {
         let (database_url, dir) = match db {
             Db::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -85,21 +170,59 @@ impl TestServer {
             .await
             .expect("server failed");
         });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
+        let channel = match &mtls {
+            None => Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy(),
+            Some(setup) => tls_channel(
+                addr,
+                &setup.pki.ca_pem,
+                Some(&setup.pki.client(HARNESS_PRINCIPAL)),
+                &setup.server_name,
+            ),
+        };
         let server = TestServer {
             addr,
             channel,
             store,
             keyring,
             database_url,
+            mtls,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
         };
         server.wait_serving().await;
         Some(server)
+    }
+
+    /// A channel presenting a client certificate for `principal` from the
+    /// server's test CA. Panics on a server without mTLS.
+    pub fn channel_as(&self, principal: &str) -> Channel {
+        let setup = self.mtls.as_ref().expect("an mtls test server");
+        tls_channel(
+            self.addr,
+            &setup.pki.ca_pem,
+            Some(&setup.pki.client(principal)),
+            &setup.server_name,
+        )
+    }
+
+    /// SecretsService as `principal` (mTLS servers only).
+    pub fn secrets_as(&self, principal: &str) -> SecretsServiceClient<Channel> {
+        SecretsServiceClient::new(self.channel_as(principal))
+    }
+
+    /// VaultService as `principal` (mTLS servers only).
+    pub fn vaults_as(&self, principal: &str) -> VaultServiceClient<Channel> {
+        VaultServiceClient::new(self.channel_as(principal))
+    }
+
+    /// Writes a new policy file and reloads certificates and policy, as SIGHUP does.
+    pub fn set_policy(&self, policy: &str) {
+        let setup = self.mtls.as_ref().expect("an mtls test server");
+        std::fs::write(&setup.policy_file, policy).unwrap();
+        setup.handle.reload().expect("reload");
     }
 
     pub fn secrets(&self) -> SecretsServiceClient<Channel> {

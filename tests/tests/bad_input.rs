@@ -494,15 +494,6 @@ e2e_test!(
 
         // Capabilities of later stages say so instead of pretending.
         expect(
-            client
-                .list_bindings(v1::ListBindingsRequest {
-                    parent: PARENT.into(),
-                    ..Default::default()
-                })
-                .await,
-            Code::Unimplemented,
-        );
-        expect(
             server
                 .vaults()
                 .list_vaults(v1::ListVaultsRequest {

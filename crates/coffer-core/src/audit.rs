@@ -173,7 +173,9 @@ mod tests {
 
     fn chain(n: usize) -> Vec<AuditEventRecord> {
         let mut head = ChainHead::genesis();
-        (0..n).map(|i| head.append(event(&format!("a{i}")))).collect()
+        (0..n)
+            .map(|i| head.append(event(&format!("a{i}"))))
+            .collect()
     }
 
     fn verify(records: &[AuditEventRecord]) -> Option<i64> {

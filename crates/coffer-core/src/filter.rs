@@ -1,4 +1,4 @@
-//! The ListSecrets filter: a conjunction of `field = value` terms joined by
+//! List filters. The ListSecrets filter: a conjunction of `field = value` terms joined by
 //! `AND` (a small subset of AIP-160). Fields: `state`, `mode`, `provider`,
 //! `vault`, `labels.<key>`. Values are bare words or double-quoted strings.
 //! The parse result is typed, so nothing from the filter text reaches SQL
@@ -96,6 +96,8 @@ enum Token {
     Word(String),
     Quoted(String),
     Eq,
+    /// `<`, `<=`, `>` or `>=`.
+    Cmp(&'static str),
     And,
 }
 
@@ -108,6 +110,18 @@ fn tokenize(raw: &str, field: &str) -> Result<Vec<Token>> {
         } else if c == '=' {
             chars.next();
             tokens.push(Token::Eq);
+        } else if c == '<' || c == '>' {
+            chars.next();
+            let with_eq = chars.peek() == Some(&'=');
+            if with_eq {
+                chars.next();
+            }
+            tokens.push(Token::Cmp(match (c, with_eq) {
+                ('<', false) => "<",
+                ('<', true) => "<=",
+                ('>', false) => ">",
+                _ => ">=",
+            }));
         } else if c == '"' {
             chars.next();
             let mut text = String::new();
@@ -155,6 +169,171 @@ fn syntax(field: &str) -> Error {
     )
 }
 
+/// A parsed ListAuditEvents filter: `secret = "tenants/t/secrets/k"` (or
+/// `resource = …`), `consumer = "kind/id"`, `action = secret.resolve`,
+/// `outcome = DENIED`, and `time >= "2026-11-28T00:00:00Z"` / `time < …`,
+/// joined by AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilterSpec {
+    pub resource: Option<String>,
+    pub consumer: Option<(String, String)>,
+    pub action: Option<String>,
+    pub outcome: Option<crate::record::AuditOutcome>,
+    /// Inclusive lower bound, microseconds.
+    pub start_time: Option<i64>,
+    /// Exclusive upper bound, microseconds.
+    pub end_time: Option<i64>,
+}
+
+impl AuditFilterSpec {
+    pub fn parse(raw: &str, field: &str) -> Result<Self> {
+        if raw.chars().count() > MAX_FILTER_CHARS {
+            return Err(Error::invalid_field(
+                field,
+                format!("filter must be at most {MAX_FILTER_CHARS} characters"),
+            ));
+        }
+        let mut spec = AuditFilterSpec::default();
+        let tokens = tokenize(raw, field)?;
+        if tokens.is_empty() {
+            return Ok(spec);
+        }
+        for term in tokens.split(|t| matches!(t, Token::And)) {
+            let (name, op, value) = match term {
+                [
+                    Token::Word(name),
+                    Token::Eq,
+                    Token::Word(v) | Token::Quoted(v),
+                ] => (name.as_str(), "=", v.clone()),
+                [
+                    Token::Word(name),
+                    Token::Cmp(op),
+                    Token::Word(v) | Token::Quoted(v),
+                ] => (name.as_str(), *op, v.clone()),
+                _ => return Err(audit_syntax(field)),
+            };
+            match (name, op) {
+                ("secret" | "resource", "=") => spec.resource = Some(value),
+                ("action", "=") => spec.action = Some(value),
+                ("outcome", "=") => {
+                    let bare = value.trim_start_matches("OUTCOME_").to_ascii_lowercase();
+                    spec.outcome =
+                        Some(crate::record::AuditOutcome::parse(&bare).ok_or_else(|| {
+                            Error::invalid_field(
+                                field,
+                                "outcome must be SUCCESS, DENIED or FAILURE",
+                            )
+                        })?);
+                }
+                ("consumer", "=") => {
+                    let (kind, id) = value.split_once(['/', ':']).ok_or_else(|| {
+                        Error::invalid_field(
+                            field,
+                            "consumer must be written kind/id, e.g. agent/a-1",
+                        )
+                    })?;
+                    spec.consumer = Some((kind.to_owned(), id.to_owned()));
+                }
+                ("time", op) => {
+                    let micros = parse_rfc3339_micros(&value).ok_or_else(|| {
+                        Error::invalid_field(
+                            field,
+                            "time must be RFC 3339, e.g. 2026-11-28T12:00:00Z",
+                        )
+                    })?;
+                    match op {
+                        ">=" => spec.start_time = Some(micros),
+                        ">" => spec.start_time = Some(micros.saturating_add(1)),
+                        "<" => spec.end_time = Some(micros),
+                        "<=" => spec.end_time = Some(micros.saturating_add(1)),
+                        _ => return Err(audit_syntax(field)),
+                    }
+                }
+                _ => return Err(audit_syntax(field)),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// A stable text form, used to bind page tokens to their query.
+    pub fn canonical(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+fn audit_syntax(field: &str) -> Error {
+    Error::invalid_field(
+        field,
+        "filter must be terms joined by AND: secret = \"…\", consumer = \"kind/id\", action = …, outcome = DENIED, time >= \"RFC 3339\", time < \"RFC 3339\"",
+    )
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into microseconds since
+/// the epoch.
+pub fn parse_rfc3339_micros(raw: &str) -> Option<i64> {
+    let bytes = raw.as_bytes();
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = raw.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &raw[19..];
+    let mut micros = 0i64;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded: String = fraction[..digits]
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(6)
+            .collect();
+        micros = padded.parse().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_secs = match rest {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+            let hours: i64 = tz[1..3].parse().ok()?;
+            let minutes: i64 = tz[4..6].parse().ok()?;
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            sign * (hours * 3600 + minutes * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    Some(seconds * 1_000_000 + micros)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +358,36 @@ mod tests {
                 .state,
             Some(SecretState::Disabled)
         );
+    }
+
+    #[test]
+    fn audit_filters() {
+        let f = AuditFilterSpec::parse(
+            r#"secret = "tenants/a/secrets/k" AND consumer = "agent/a-1" AND outcome = DENIED AND time >= "2026-11-28T00:00:00Z" AND time < "2026-11-29T00:00:00.5+01:00""#,
+            "filter",
+        )
+        .unwrap();
+        assert_eq!(f.resource.as_deref(), Some("tenants/a/secrets/k"));
+        assert_eq!(f.consumer, Some(("agent".into(), "a-1".into())));
+        assert_eq!(f.outcome, Some(crate::record::AuditOutcome::Denied));
+        assert_eq!(f.start_time, Some(1_795_824_000_000_000));
+        assert_eq!(
+            f.end_time,
+            Some(1_795_824_000_000_000 + 86_400_000_000 - 3_600_000_000 + 500_000)
+        );
+        for bad in [
+            "time = x",
+            "secret > \"x\"",
+            "who = me",
+            "consumer = agent",
+            "time >= \"2026-13-01T00:00:00Z\"",
+        ] {
+            assert!(
+                AuditFilterSpec::parse(bad, "filter").is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(parse_rfc3339_micros("1970-01-01T00:00:00Z"), Some(0));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! codes and the store maps database errors into [`Error`].
 
 pub mod audit;
+pub mod authz;
 pub mod error;
 pub mod filter;
 pub mod name;

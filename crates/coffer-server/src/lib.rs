@@ -7,6 +7,10 @@ pub mod app;
 pub mod grpc;
 pub mod health;
 mod serve;
+pub mod tls;
 
 pub use app::Coffer;
-pub use serve::{ServeError, ServeOptions, serve};
+pub use grpc::auth::Authenticator;
+pub use grpc::authz::{SharedPolicy, load_policy_file, parse_policy};
+pub use serve::{Mtls, MtlsError, MtlsFiles, ReloadSummary, ServeError, ServeOptions, serve};
+pub use tls::{ReloadableTls, TlsError, TlsFiles};

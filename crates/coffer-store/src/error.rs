@@ -37,6 +37,24 @@ pub(crate) fn secret_exists(err: DbErr) -> Error {
     )
 }
 
+/// Writing a binding: a unique violation means the consumer already has a
+/// binding at this config path; a foreign-key violation, that the secret uid
+/// names no secret.
+pub(crate) fn binding_write_err(err: DbErr) -> Error {
+    match err.sql_err() {
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => Error::new(
+            ErrorCode::NotFound,
+            Reason::SecretNotFound,
+            "the bound secret does not exist",
+        ),
+        _ => on_unique(
+            err,
+            Reason::BindingAlreadyExists,
+            "a binding for this consumer and config path already exists",
+        ),
+    }
+}
+
 /// A stored value that does not parse back into its domain type: the row was
 /// written by something other than this code. The column is named, the value is not.
 pub(crate) fn corrupt(table: &str, column: &str) -> Error {

@@ -6,17 +6,21 @@
 //! [`Store::begin`]. Database errors become [`coffer_core::Error`]s by kind
 //! (see `error.rs`), never carrying row values.
 
+mod audit;
+mod bindings;
 mod conn;
 mod entity;
 mod error;
 mod idempotency;
 mod labels;
+mod prefix;
 mod secrets;
 mod secrets_tx;
 pub mod testing;
 mod tx;
 mod versions;
 
+pub use audit::AuditFilter;
 pub use conn::{Backend, MigrationStatus, Store, StoreOptions};
 pub use idempotency::IdempotencyRecord;
 pub use tx::WriteTx;

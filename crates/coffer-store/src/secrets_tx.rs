@@ -1,11 +1,13 @@
 //! Writing secrets inside a [`WriteTx`]: the locked read that serializes
-//! rotations, uniqueness checks, insert, optimistic update and purge.
+//! rotations, uniqueness checks, insert, optimistic update, purge and the
+//! last-resolve-time stamp.
 
 use coffer_core::record::{SecretRecord, UnixMicros};
 use coffer_core::{Error, Reason, Result, SecretKey, TenantId};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter};
 
+use crate::bindings;
 use crate::entity::{secret, secret_version};
 use crate::error::{db_err, secret_exists};
 use crate::labels;
@@ -90,8 +92,8 @@ impl WriteTx {
             .map_err(|e| self.failed(db_err(e)))
     }
 
-    /// Purges a secret: its versions (and their material) and labels are
-    /// deleted, and the row becomes a tombstone (`purged_time = now`), which
+    /// Purges a secret: its versions (and their material), labels and
+    /// bindings are deleted, and the row becomes a tombstone (`purged_time = now`), which
     /// frees its key and display name. `NotFound` if it is already purged.
     pub async fn purge_secret(&self, uid: &str, now: UnixMicros) -> Result<()> {
         let result = secret::Entity::update_many()
@@ -117,8 +119,40 @@ impl WriteTx {
             .exec(&self.txn)
             .await
             .map_err(|e| self.failed(db_err(e)))?;
+        // Explicit rather than left to ON DELETE CASCADE: the secret row
+        // stays (a tombstone), so the cascade would never fire.
+        bindings::delete_for_secret(&self.txn, uid)
+            .await
+            .map_err(|e| self.failed(db_err(e)))?;
         labels::delete(&self.txn, uid)
             .await
             .map_err(|e| self.failed(db_err(e)))
     }
+
+    /// Stamps `time` as the last resolve of these secrets, only moving it
+    /// forward (a late, older stamp is ignored). Not a change of the secret:
+    /// no revision bump, so etags stay valid.
+    pub async fn set_last_resolve_time(
+        &self,
+        secret_uids: &[String],
+        time: UnixMicros,
+    ) -> Result<()> {
+        for chunk in secret_uids.chunks(UID_CHUNK) {
+            secret::Entity::update_many()
+                .col_expr(secret::Column::LastResolveTime, Expr::val(time))
+                .filter(secret::Column::Uid.is_in(chunk.iter().map(String::as_str)))
+                .filter(
+                    Condition::any()
+                        .add(secret::Column::LastResolveTime.is_null())
+                        .add(secret::Column::LastResolveTime.lt(time)),
+                )
+                .exec(&self.txn)
+                .await
+                .map_err(|e| self.failed(db_err(e)))?;
+        }
+        Ok(())
+    }
 }
+
+/// Uids per `IN (…)`: well below every backend's bound-parameter limit.
+const UID_CHUNK: usize = 500;

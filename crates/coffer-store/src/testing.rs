@@ -84,6 +84,18 @@ pub async fn drop_postgres_database(url: &str) {
     let _ = admin.close().await;
 }
 
+/// Runs raw SQL on the write pool and returns the rows it affected, for tests
+/// that must reach past the API (e.g. tampering with audit rows to prove the
+/// chain verifier notices). Panics on a database error.
+pub async fn execute_raw(store: &Store, sql: &str) -> u64 {
+    store
+        .write
+        .execute_unprepared(sql)
+        .await
+        .expect("run raw test sql")
+        .rows_affected()
+}
+
 /// Runs `test` on a fresh SQLite store.
 pub async fn on_sqlite<F, Fut>(test: F)
 where

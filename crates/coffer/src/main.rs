@@ -3,6 +3,8 @@
 //! Every failure is printed as `error: …` on stderr with exit code 1.
 
 mod client;
+mod config;
+mod dev_certs;
 mod input;
 mod keys;
 mod migrate;
@@ -28,6 +30,15 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Manage and resolve secrets on a running server.
     Secrets(Box<client::SecretsArgs>),
+    /// Bind secrets to their consumers (agents, projects, runs, ...).
+    Bindings(Box<client::bindings::BindingsArgs>),
+    /// Resolve every binding of one consumer in one call (an agent run's environment).
+    ResolveBindings(Box<client::resolve_bindings::ResolveBindingsArgs>),
+    /// List, verify and export the tenant's audit trail.
+    Audit(Box<client::audit::AuditArgs>),
+    /// Development helpers (`coffer dev certs`).
+    #[command(subcommand)]
+    Dev(dev_certs::DevCommand),
     /// Manage the key-encryption keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -42,6 +53,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Secrets(args) => client::run(*args).await,
+        Command::Bindings(args) => client::bindings::run(*args).await,
+        Command::ResolveBindings(args) => client::resolve_bindings::run(*args).await,
+        Command::Audit(args) => client::audit::run(*args).await,
+        Command::Dev(cmd) => dev_certs::run(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Migrate(cmd) => migrate::run(cmd).await,
     };

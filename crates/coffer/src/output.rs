@@ -3,13 +3,18 @@
 //! tables. Values are printed only by `resolve`, which handles them itself.
 
 use std::io::Write;
+use std::marker::PhantomData;
 
 use anyhow::{Context, bail};
 use coffer_proto::v1::{
     ListSecretVersionsResponse, ListSecretsResponse, ResolveSecretResponse, Secret, SecretVersion,
 };
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde::Serialize;
+
+// Tables of bindings and audit events live in their own files.
+mod audit;
+mod bindings;
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -176,6 +181,43 @@ impl Render for ResolveSecretResponse {
                 format!("<{} bytes; use --output raw>", self.value.len()),
             ),
         ])
+    }
+}
+
+/// Prints one line of text to stdout.
+pub(crate) fn print_line(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+/// Renders messages of type `R` as compact canonical proto3 JSON, one per
+/// line; the descriptor is looked up once for the whole stream.
+#[derive(Debug)]
+pub(crate) struct JsonLines<R> {
+    desc: MessageDescriptor,
+    _type: PhantomData<fn(&R)>,
+}
+
+impl<R: Render> JsonLines<R> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let pool = DescriptorPool::decode(coffer_proto::FILE_DESCRIPTOR_SET)
+            .context("cannot load the api descriptors")?;
+        let desc = pool
+            .get_message_by_name(R::TYPE)
+            .with_context(|| format!("no descriptor for {}", R::TYPE))?;
+        Ok(JsonLines {
+            desc,
+            _type: PhantomData,
+        })
+    }
+
+    /// `msg` as one line of JSON, without the newline.
+    pub(crate) fn line(&self, msg: &R) -> anyhow::Result<String> {
+        let dynamic = DynamicMessage::decode(self.desc.clone(), msg.encode_to_vec().as_slice())
+            .with_context(|| format!("cannot transcode {}", R::TYPE))?;
+        serde_json::to_string(&dynamic).context("cannot render json")
     }
 }
 

@@ -125,6 +125,29 @@ fn secrets_output(server: &Server, args: &[&str], stdin: &[u8], envs: &[(&str, &
     out
 }
 
+/// Any client command (not only `secrets …`) against the server.
+fn run_client(server: &Server, args: &[&str]) -> Output {
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend_from_slice(&["--server", &server.url, "--tenant", "acme"]);
+    let out = run(&full, b"", &[]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(CANARY),
+        "a value leaked into CLI stderr for {args:?}"
+    );
+    out
+}
+
+/// A client command that must succeed; returns stdout.
+fn client_ok(server: &Server, args: &[&str]) -> String {
+    let out = run_client(server, args);
+    assert!(
+        out.status.success(),
+        "coffer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bad json {e}: {text}"))
 }
@@ -245,6 +268,75 @@ fn full_cycle(database_url: Option<&str>) {
     secrets(&server, &["delete", "scratch", "--force"], b"");
     let gone = secrets_output(&server, &["get", "scratch"], b"", &[]);
     assert_eq!(gone.status.code(), Some(1));
+
+    // Bindings from a file, the run's environment in one call, and the audit trail.
+    let desired = data_dir.join("desired.toml");
+    std::fs::write(
+        &desired,
+        "[[bindings]]\nsecret = \"openai-key\"\nconfig_path = \"env.OPENAI_API_KEY\"\n",
+    )
+    .unwrap();
+    let synced = client_ok(
+        &server,
+        &[
+            "bindings",
+            "sync",
+            "--consumer",
+            "agent:a-42",
+            "--prefix",
+            "env.",
+            "--file",
+            desired.to_str().unwrap(),
+        ],
+    );
+    assert!(synced.contains("created 1"), "{synced}");
+    let env = client_ok(
+        &server,
+        &[
+            "resolve-bindings",
+            "--consumer",
+            "agent:a-42",
+            "--prefix",
+            "env.",
+            "--context",
+            "run_id=r-1",
+            "--format",
+            "env",
+        ],
+    );
+    assert_eq!(env, format!("OPENAI_API_KEY={CANARY}-v3\n"));
+    let unbound = run_client(
+        &server,
+        &[
+            "resolve-bindings",
+            "--consumer",
+            "agent:a-7",
+            "--prefix",
+            "env.",
+            "--format",
+            "env",
+        ],
+    );
+    assert!(
+        unbound.status.success(),
+        "no bindings is an empty environment"
+    );
+    assert!(unbound.stdout.is_empty());
+    let verified = client_ok(&server, &["audit", "verify"]);
+    assert!(verified.contains("ok"), "{verified}");
+    let export = data_dir.join("audit.jsonl");
+    client_ok(
+        &server,
+        &["audit", "export", "--out", export.to_str().unwrap()],
+    );
+    let exported = std::fs::read_to_string(&export).unwrap();
+    assert!(exported.lines().count() > 10, "{exported}");
+    assert!(exported.lines().all(|l| json(l)["hash"].is_string()));
+    assert!(exported.contains("secret.resolve") && exported.contains("binding.sync"));
+    assert!(
+        !exported.contains(CANARY),
+        "a value leaked into the audit trail"
+    );
 
     let log = server.stop();
     assert!(

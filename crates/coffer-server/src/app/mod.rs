@@ -3,6 +3,9 @@
 //! providers, and returns records or a [`coffer_core::Error`]. The gRPC layer
 //! in [`crate::grpc`] only converts messages and maps errors.
 
+mod audit;
+mod audit_query;
+mod bindings;
 mod idempotency;
 mod reaper;
 mod resolve;
@@ -17,6 +20,11 @@ use coffer_crypto::Keyring;
 use coffer_providers::{ProviderRegistry, SecretProvider, StoredVersion, VersionContext};
 use coffer_store::Store;
 
+pub use audit::{AuditWriter, AuditWriterOptions};
+pub use audit_query::{AuditPage, ChainReport};
+pub use bindings::{
+    BindingPage, BindingSpec, ResolvedBindingEntry, SyncOutcome, parse_binding_name,
+};
 pub use reaper::{ReaperReport, spawn_reaper};
 pub use resolve::{ResolveRequest, ResolvedValue};
 pub use secrets::{CreateSecret, SecretPage, SecretPatch, SecretSource};
@@ -37,17 +45,41 @@ struct Inner {
     store: Store,
     providers: ProviderRegistry,
     keyring: Arc<Keyring>,
+    audit: AuditWriter,
 }
 
 impl Coffer {
+    /// Builds the use cases and starts the audit writer task (so it must be
+    /// called inside a Tokio runtime).
     pub fn new(store: Store, providers: ProviderRegistry, keyring: Arc<Keyring>) -> Self {
+        Self::with_audit_options(store, providers, keyring, AuditWriterOptions::default())
+    }
+
+    pub fn with_audit_options(
+        store: Store,
+        providers: ProviderRegistry,
+        keyring: Arc<Keyring>,
+        audit: AuditWriterOptions,
+    ) -> Self {
+        let (audit, _task) = AuditWriter::spawn(store.clone(), audit);
         Coffer {
             inner: Arc::new(Inner {
                 store,
                 providers,
                 keyring,
+                audit,
             }),
         }
+    }
+
+    /// A handle on the audit writer (for the gRPC edge's denials).
+    pub fn audit_writer(&self) -> AuditWriter {
+        self.inner.audit.clone()
+    }
+
+    /// The group-commit writer for resolve events.
+    fn audit(&self) -> &AuditWriter {
+        &self.inner.audit
     }
 
     pub fn store(&self) -> &Store {

@@ -5,12 +5,16 @@
 
 use std::time::Duration;
 
-use coffer_core::Result;
 use coffer_core::record::{SecretState, now_micros};
+use coffer_core::{Principal, Result};
 use tokio::task::JoinHandle;
 
 use super::Coffer;
 use super::idempotency::RETENTION_MICROS;
+use super::secrets::audit_in;
+
+/// The principal recorded on purges the reaper makes.
+pub(crate) const REAPER_PRINCIPAL: &str = "system:reaper";
 
 /// What one reaper pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,14 @@ impl Coffer {
                     continue;
                 }
                 self.purge_locked(&tx, &secret, now).await?;
+                audit_in(
+                    &tx,
+                    &Principal::new(REAPER_PRINCIPAL),
+                    "secret.purge",
+                    &secret,
+                    0,
+                )
+                .await?;
                 tx.commit().await?;
                 tracing::info!(secret = %name, uid = %secret.uid, "purged deleted secret");
                 report.purged += 1;

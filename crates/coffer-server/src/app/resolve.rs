@@ -1,15 +1,22 @@
-//! Resolution: turning a secret name (and optional version) into its value.
-//! Checks run in DESIGN §5's order — secret exists and is ACTIVE, the version
-//! is ENABLED, then the provider decrypts or fetches. Batches check metadata
-//! per item and then hand each provider its items in one `resolve_many` call.
+//! Resolution: turning a secret name (and optional version, consumer and
+//! config path) into its value. Checks run in DESIGN §5's order — secret
+//! exists and is ACTIVE, a binding matches when a consumer is named, the
+//! version (request's, else the binding's pin, else current) is ENABLED, then
+//! the provider decrypts or fetches. Batches plan every item first and then
+//! hand each provider its items in one `resolve_many` call. Every resolve,
+//! allowed, denied or failed, leaves one audit event through the
+//! group-commit writer, and no value is returned before its event is durable.
 
 use std::collections::BTreeMap;
 
-use coffer_core::record::{SecretRecord, SecretState, VersionRecord};
+use coffer_core::record::{BindingRecord, SecretRecord, SecretState, VersionRecord};
 use coffer_core::validate::{MAX_BATCH_RESOLVE, VersionSelector};
-use coffer_core::{Error, Result, SecretName, TenantId, VersionName};
+use coffer_core::{Error, Principal, Reason, Result, SecretName, TenantId, VersionName};
 use coffer_providers::{SecretValue, StoredVersion, VersionContext};
+use futures::future::join_all;
 
+use super::audit::EventBuilder;
+use super::bindings::{parse_selector, validate_consumer};
 use super::secrets::not_active;
 use super::versions::{ensure_enabled, version_not_found};
 use super::{Coffer, stored_version, version_context};
@@ -24,6 +31,7 @@ pub struct ResolveRequest {
     pub name: SecretName,
     /// Empty, `latest` or a number.
     pub version: String,
+    /// (kind, id) of the consumer the value is for.
     pub consumer: Option<(String, String)>,
     pub config_path: String,
     pub context: BTreeMap<String, String>,
@@ -34,31 +42,52 @@ pub struct ResolveRequest {
 pub struct ResolvedValue {
     pub name: VersionName,
     pub value: SecretValue,
+    /// The secret whose `last_resolve_time` the audit batch moves.
+    pub(crate) secret_uid: String,
 }
 
 /// A resolve that passed every metadata check and awaits its provider.
-struct Planned {
+#[derive(Debug)]
+pub(crate) struct Planned {
     secret: SecretRecord,
     version: VersionRecord,
 }
 
+/// What an audit event of one resolve names.
+#[derive(Debug, Clone)]
+struct Subject<'a> {
+    tenant: &'a TenantId,
+    resource: String,
+    consumer: Option<&'a (String, String)>,
+    config_path: &'a str,
+}
+
 impl Coffer {
-    pub async fn resolve_secret(&self, req: &ResolveRequest) -> Result<ResolvedValue> {
-        let planned = self.plan_resolve(req, "").await?;
-        let ctx = version_context(&planned.secret, planned.version.version);
-        let value = self
-            .provider(&planned.secret.provider)?
-            .resolve(&ctx, &planned_material(&planned)?)
-            .await?;
-        Ok(ResolvedValue {
-            name: planned.secret.name().version(planned.version.version),
-            value,
-        })
+    pub async fn resolve_secret(
+        &self,
+        principal: &Principal,
+        req: &ResolveRequest,
+    ) -> Result<ResolvedValue> {
+        validate_context(&req.context, "context")?;
+        let planned = self.plan_resolve(req, "").await;
+        let mut results = self.resolve_planned(vec![planned]).await;
+        let result = results
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("resolve produced no result")));
+        let subject = Subject {
+            tenant: &req.name.tenant,
+            resource: req.name.to_string(),
+            consumer: req.consumer.as_ref(),
+            config_path: &req.config_path,
+        };
+        self.audit_resolve(principal, &subject, &req.context, result)
+            .await
     }
 
     /// Resolves up to 100 items; each gets a value or its own error.
     pub async fn batch_resolve(
         &self,
+        principal: &Principal,
         tenant: &TenantId,
         requests: Vec<Result<ResolveRequest>>,
     ) -> Result<Vec<Result<ResolvedValue>>> {
@@ -68,22 +97,189 @@ impl Coffer {
                 format!("at most {MAX_BATCH_RESOLVE} items per batch"),
             ));
         }
-        let mut results: Vec<Option<Result<ResolvedValue>>> = Vec::with_capacity(requests.len());
-        let mut by_provider: BTreeMap<String, Vec<(usize, Planned)>> = BTreeMap::new();
-        for (index, request) in requests.into_iter().enumerate() {
-            let field = format!("requests[{index}].name");
-            let planned = match request {
+        for (index, request) in requests.iter().enumerate() {
+            if let Ok(req) = request {
+                validate_context(&req.context, &format!("requests[{index}].context"))?;
+            }
+        }
+        let mut plans = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            plans.push(match request {
                 Ok(req) if req.name.tenant != *tenant => Err(Error::invalid_field(
-                    field,
+                    format!("requests[{index}].name"),
                     "every item must name a secret under the request's parent",
                 )),
-                Ok(req) => {
-                    self.plan_resolve(&req, &format!("requests[{index}]."))
-                        .await
+                Ok(req) => self.plan_resolve(req, &format!("requests[{index}].")).await,
+                Err(err) => Err(err.clone()),
+            });
+        }
+        let results = self.resolve_planned(plans).await;
+        let audited = requests
+            .iter()
+            .zip(results)
+            .map(|(request, result)| async move {
+                match request {
+                    // Items under another parent or with a malformed name are not
+                    // a resolve of anything in this tenant: refused, not audited.
+                    Ok(req) if req.name.tenant == *tenant => {
+                        let subject = Subject {
+                            tenant,
+                            resource: req.name.to_string(),
+                            consumer: req.consumer.as_ref(),
+                            config_path: &req.config_path,
+                        };
+                        self.audit_resolve(principal, &subject, &req.context, result)
+                            .await
+                    }
+                    _ => result,
                 }
-                Err(err) => Err(err),
-            };
-            match planned {
+            });
+        Ok(join_all(audited).await)
+    }
+
+    /// Plans and resolves a consumer's bindings (ResolveBindings): one result
+    /// per binding, in the bindings' order, each audited.
+    pub(crate) async fn resolve_binding_set(
+        &self,
+        principal: &Principal,
+        bindings: &[BindingRecord],
+        context: &BTreeMap<String, String>,
+    ) -> Vec<Result<ResolvedValue>> {
+        let mut plans = Vec::with_capacity(bindings.len());
+        for binding in bindings {
+            plans.push(self.plan_binding(binding).await);
+        }
+        let results = self.resolve_planned(plans).await;
+        let consumers: Vec<(String, String)> = bindings
+            .iter()
+            .map(|b| (b.consumer_kind.clone(), b.consumer_id.clone()))
+            .collect();
+        let audited = bindings.iter().zip(&consumers).zip(results).map(
+            |((binding, consumer), result)| async move {
+                let subject = Subject {
+                    tenant: &binding.tenant,
+                    resource: binding.secret_name().to_string(),
+                    consumer: Some(consumer),
+                    config_path: &binding.config_path,
+                };
+                self.audit_resolve(principal, &subject, context, result)
+                    .await
+            },
+        );
+        join_all(audited).await
+    }
+
+    /// Writes the resolve's audit event and waits for it; a value is only
+    /// returned once its event is durable.
+    async fn audit_resolve(
+        &self,
+        principal: &Principal,
+        subject: &Subject<'_>,
+        context: &BTreeMap<String, String>,
+        result: Result<ResolvedValue>,
+    ) -> Result<ResolvedValue> {
+        let version = result.as_ref().map(|r| r.name.version).unwrap_or(0);
+        let event = EventBuilder::new(
+            subject.tenant,
+            principal,
+            "secret.resolve",
+            subject.resource.clone(),
+        )
+        .version(version)
+        .consumer(subject.consumer, subject.config_path)
+        .context(context)
+        .outcome(&result);
+        let resolved_uid = result.as_ref().ok().map(|r| r.secret_uid.clone());
+        self.audit().record(event, resolved_uid).await?;
+        result
+    }
+
+    async fn plan_resolve(&self, req: &ResolveRequest, field_prefix: &str) -> Result<Planned> {
+        let selector = VersionSelector::parse(&req.version, &format!("{field_prefix}version"))?;
+        if let Some((kind, id)) = &req.consumer {
+            validate_consumer(kind, id, &format!("{field_prefix}consumer"))?;
+            if req.config_path.is_empty() {
+                return Err(Error::invalid_field(
+                    format!("{field_prefix}config_path"),
+                    "config_path is required when a consumer is given",
+                ));
+            }
+        } else if !req.config_path.is_empty() {
+            return Err(Error::invalid_field(
+                format!("{field_prefix}consumer"),
+                "a consumer is required when a config_path is given",
+            ));
+        }
+        let secret = self.load_secret(&req.name).await?;
+        if secret.state != SecretState::Active {
+            return Err(not_active(
+                &req.name,
+                secret.state,
+                "enable or undelete it first",
+            ));
+        }
+        let pinned = match &req.consumer {
+            None => None,
+            Some((kind, id)) => {
+                let binding = self
+                    .store()
+                    .find_binding(&req.name.tenant, kind, id, &req.config_path)
+                    .await?
+                    .filter(|binding| binding.secret_uid == secret.uid)
+                    .ok_or_else(|| not_bound(&req.name, kind, id, &req.config_path))?;
+                pin_of(&binding)?
+            }
+        };
+        let number = match (selector, pinned) {
+            (VersionSelector::Number(asked), Some(pin)) if asked != pin => {
+                return Err(Error::failed_precondition(
+                    Reason::NotBound,
+                    format!(
+                        "the binding pins {} to version {pin}; version {asked} is not bound",
+                        req.name
+                    ),
+                )
+                .with_metadata("resource", req.name.to_string()));
+            }
+            (VersionSelector::Number(n), _) => n,
+            (VersionSelector::Current, Some(pin)) => pin,
+            (VersionSelector::Current, None) => secret.current_version,
+        };
+        self.planned_version(secret, number).await
+    }
+
+    async fn plan_binding(&self, binding: &BindingRecord) -> Result<Planned> {
+        let name = binding.secret_name();
+        let secret = self.load_secret(&name).await?;
+        if secret.state != SecretState::Active {
+            return Err(not_active(
+                &name,
+                secret.state,
+                "enable or undelete it first",
+            ));
+        }
+        let number = pin_of(binding)?.unwrap_or(secret.current_version);
+        self.planned_version(secret, number).await
+    }
+
+    async fn planned_version(&self, secret: SecretRecord, number: i64) -> Result<Planned> {
+        let name = secret.name().version(number);
+        let version = self
+            .store()
+            .get_version(&secret.uid, number)
+            .await?
+            .ok_or_else(|| version_not_found(&name))?;
+        ensure_enabled(&name, &version)?;
+        Ok(Planned { secret, version })
+    }
+
+    /// Resolves planned items, grouping them per provider; failed plans keep
+    /// their error. Results come back in input order.
+    async fn resolve_planned(&self, plans: Vec<Result<Planned>>) -> Vec<Result<ResolvedValue>> {
+        let mut results: Vec<Option<Result<ResolvedValue>>> = Vec::with_capacity(plans.len());
+        let mut by_provider: BTreeMap<String, Vec<(usize, Planned)>> = BTreeMap::new();
+        for (index, plan) in plans.into_iter().enumerate() {
+            match plan {
                 Ok(planned) => {
                     results.push(None);
                     by_provider
@@ -95,9 +291,17 @@ impl Coffer {
             }
         }
         for (provider_id, items) in by_provider {
-            let provider = self.provider(&provider_id)?;
+            let provider = match self.provider(&provider_id) {
+                Ok(provider) => provider,
+                Err(err) => {
+                    for (index, _) in &items {
+                        results[*index] = Some(Err(err.clone()));
+                    }
+                    continue;
+                }
+            };
             let mut batch: Vec<(VersionContext, StoredVersion)> = Vec::with_capacity(items.len());
-            let mut indexes = Vec::with_capacity(items.len());
+            let mut waiting = Vec::with_capacity(items.len());
             for (index, planned) in &items {
                 match planned_material(planned) {
                     Ok(stored) => {
@@ -105,54 +309,42 @@ impl Coffer {
                             version_context(&planned.secret, planned.version.version),
                             stored,
                         ));
-                        indexes.push((*index, planned));
+                        waiting.push((*index, planned));
                     }
                     Err(err) => results[*index] = Some(Err(err)),
                 }
             }
             let values = provider.resolve_many(&batch).await;
-            for ((index, planned), value) in indexes.into_iter().zip(values) {
+            for ((index, planned), value) in waiting.into_iter().zip(values) {
                 results[index] = Some(value.map_err(Error::from).map(|value| ResolvedValue {
                     name: planned.secret.name().version(planned.version.version),
                     value,
+                    secret_uid: planned.secret.uid.clone(),
                 }));
             }
         }
-        Ok(results
+        results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::internal("batch item was not resolved"))))
-            .collect())
+            .map(|r| r.unwrap_or_else(|| Err(Error::internal("a resolve item was not resolved"))))
+            .collect()
     }
+}
 
-    async fn plan_resolve(&self, req: &ResolveRequest, field_prefix: &str) -> Result<Planned> {
-        let selector = VersionSelector::parse(&req.version, &format!("{field_prefix}version"))?;
-        validate_context(&req.context, &format!("{field_prefix}context"))?;
-        if req.consumer.is_some() || !req.config_path.is_empty() {
-            return Err(Error::unimplemented(
-                "consumer-scoped resolution (bindings)",
-            ));
-        }
-        let secret = self.load_secret(&req.name).await?;
-        if secret.state != SecretState::Active {
-            return Err(not_active(
-                &req.name,
-                secret.state,
-                "enable or undelete it first",
-            ));
-        }
-        let number = match selector {
-            VersionSelector::Current => secret.current_version,
-            VersionSelector::Number(n) => n,
-        };
-        let name = req.name.version(number);
-        let version = self
-            .store()
-            .get_version(&secret.uid, number)
-            .await?
-            .ok_or_else(|| version_not_found(&name))?;
-        ensure_enabled(&name, &version)?;
-        Ok(Planned { secret, version })
+fn pin_of(binding: &BindingRecord) -> Result<Option<i64>> {
+    match parse_selector(&binding.version_selector, "version_selector")? {
+        VersionSelector::Current => Ok(None),
+        VersionSelector::Number(n) => Ok(Some(n)),
     }
+}
+
+fn not_bound(name: &SecretName, kind: &str, id: &str, config_path: &str) -> Error {
+    Error::failed_precondition(
+        Reason::NotBound,
+        format!(
+            "{name} is not bound to consumer {kind}/{id} at {config_path}; create a binding first"
+        ),
+    )
+    .with_metadata("resource", name.to_string())
 }
 
 fn planned_material(planned: &Planned) -> Result<StoredVersion> {
@@ -170,7 +362,7 @@ fn planned_material(planned: &Planned) -> Result<StoredVersion> {
 
 /// The audit context of a resolve (run_id, issue_id, …): bounded so a caller
 /// cannot bloat the audit trail.
-fn validate_context(context: &BTreeMap<String, String>, field: &str) -> Result<()> {
+pub(crate) fn validate_context(context: &BTreeMap<String, String>, field: &str) -> Result<()> {
     if context.len() > MAX_CONTEXT_ENTRIES {
         return Err(Error::invalid_field(
             field,

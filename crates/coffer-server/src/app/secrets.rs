@@ -13,6 +13,7 @@ use coffer_providers::RemoveMode;
 use coffer_store::WriteTx;
 use zeroize::Zeroizing;
 
+use super::audit::EventBuilder;
 use super::idempotency::{IdempotencyKey, is_request_id_race};
 use super::{Coffer, LOCAL_PROVIDER, secret_not_found, stored_version, version_context};
 
@@ -164,6 +165,16 @@ impl Coffer {
             if let Some(key) = &idempotency {
                 key.record(&tx, &secret.uid, 1).await?;
             }
+            let event = EventBuilder::new(
+                &secret.tenant,
+                principal,
+                "secret.create",
+                secret.name().to_string(),
+            )
+            .version(1)
+            .request_id(&req.request_id)
+            .success();
+            tx.append_audit(vec![event]).await?;
             tx.commit().await
         }
         .await;
@@ -219,6 +230,7 @@ impl Coffer {
 
     pub async fn update_secret(
         &self,
+        principal: &Principal,
         name: &SecretName,
         etag: &str,
         patch: SecretPatch,
@@ -274,6 +286,7 @@ impl Coffer {
         secret.update_time = now_micros();
         secret.revision += 1;
         tx.update_secret(&secret, expected).await?;
+        audit_in(&tx, principal, "secret.update", &secret, 0).await?;
         tx.commit().await?;
         Ok(secret)
     }
@@ -281,6 +294,7 @@ impl Coffer {
     /// Soft-deletes (recoverable until purge_time) or, with `force`, purges now.
     pub async fn delete_secret(
         &self,
+        principal: &Principal,
         name: &SecretName,
         etag: &str,
         force: bool,
@@ -294,6 +308,7 @@ impl Coffer {
         let now = now_micros();
         if force {
             self.purge_locked(&tx, &secret, now).await?;
+            audit_in(&tx, principal, "secret.purge", &secret, 0).await?;
             tx.commit().await?;
             secret.state = SecretState::Deleted;
             secret.delete_time = Some(secret.delete_time.unwrap_or(now));
@@ -314,11 +329,17 @@ impl Coffer {
         secret.update_time = now;
         secret.revision += 1;
         tx.update_secret(&secret, expected).await?;
+        audit_in(&tx, principal, "secret.delete", &secret, 0).await?;
         tx.commit().await?;
         Ok(secret)
     }
 
-    pub async fn undelete_secret(&self, name: &SecretName, etag: &str) -> Result<SecretRecord> {
+    pub async fn undelete_secret(
+        &self,
+        principal: &Principal,
+        name: &SecretName,
+        etag: &str,
+    ) -> Result<SecretRecord> {
         let tx = self.store().begin().await?;
         let mut secret = self.lock_secret(&tx, name).await?;
         check_etag(etag, &secret, name)?;
@@ -335,6 +356,7 @@ impl Coffer {
         secret.update_time = now_micros();
         secret.revision += 1;
         tx.update_secret(&secret, expected).await?;
+        audit_in(&tx, principal, "secret.undelete", &secret, 0).await?;
         tx.commit().await?;
         Ok(secret)
     }
@@ -381,6 +403,20 @@ impl Coffer {
             .await?
             .ok_or_else(|| secret_not_found(name))
     }
+}
+
+/// Appends one successful mutation's event inside its transaction.
+pub(crate) async fn audit_in(
+    tx: &WriteTx,
+    principal: &Principal,
+    action: &str,
+    secret: &SecretRecord,
+    version: i64,
+) -> Result<()> {
+    let event = EventBuilder::new(&secret.tenant, principal, action, secret.name().to_string())
+        .version(version)
+        .success();
+    tx.append_audit(vec![event]).await.map(|_| ())
 }
 
 async fn ensure_name_free(tx: &WriteTx, secret: &SecretRecord) -> Result<()> {

@@ -9,8 +9,9 @@ use coffer_core::record::{
 use coffer_core::{Error, Principal, Reason, Result, SecretName, VersionName, page, validate};
 use coffer_providers::RemoveMode;
 
+use super::audit::EventBuilder;
 use super::idempotency::{IdempotencyKey, is_request_id_race};
-use super::secrets::{SecretSource, check_etag, not_active};
+use super::secrets::{SecretSource, audit_in, check_etag, not_active};
 use super::{Coffer, stored_version, version_context};
 
 /// A version together with the secret's current version number (for `is_current`).
@@ -49,6 +50,7 @@ impl Coffer {
         etag: &str,
         request_id: &str,
     ) -> Result<VersionView> {
+        let request_id_text = request_id;
         let request_id = validate::request_id(request_id, "request_id")?;
         let value = match source {
             SecretSource::Value(value) => value,
@@ -120,6 +122,12 @@ impl Coffer {
             if let Some(key) = &idempotency {
                 key.record(&tx, &secret.uid, number).await?;
             }
+            let event =
+                EventBuilder::new(&secret.tenant, principal, "secret.rotate", name.to_string())
+                    .version(number)
+                    .request_id(request_id_text)
+                    .success();
+            tx.append_audit(vec![event]).await?;
             tx.commit().await?;
             Ok(VersionView {
                 secret: name.clone(),
@@ -139,7 +147,12 @@ impl Coffer {
     }
 
     /// Makes an ENABLED version current (finish a staged rotation, or roll back).
-    pub async fn promote_version(&self, name: &VersionName, etag: &str) -> Result<SecretRecord> {
+    pub async fn promote_version(
+        &self,
+        principal: &Principal,
+        name: &VersionName,
+        etag: &str,
+    ) -> Result<SecretRecord> {
         let tx = self.store().begin().await?;
         let mut secret = self.lock_secret(&tx, &name.secret).await?;
         check_etag(etag, &secret, &name.secret)?;
@@ -161,6 +174,7 @@ impl Coffer {
         secret.update_time = now;
         secret.revision += 1;
         tx.update_secret(&secret, expected).await?;
+        audit_in(&tx, principal, "secret.promote", &secret, name.version).await?;
         tx.commit().await?;
         Ok(secret)
     }
@@ -215,23 +229,40 @@ impl Coffer {
         })
     }
 
-    pub async fn disable_version(&self, name: &VersionName, etag: &str) -> Result<VersionView> {
-        self.change_version(name, etag, VersionChange::Disable)
+    pub async fn disable_version(
+        &self,
+        principal: &Principal,
+        name: &VersionName,
+        etag: &str,
+    ) -> Result<VersionView> {
+        self.change_version(principal, name, etag, VersionChange::Disable)
             .await
     }
 
-    pub async fn enable_version(&self, name: &VersionName, etag: &str) -> Result<VersionView> {
-        self.change_version(name, etag, VersionChange::Enable).await
+    pub async fn enable_version(
+        &self,
+        principal: &Principal,
+        name: &VersionName,
+        etag: &str,
+    ) -> Result<VersionView> {
+        self.change_version(principal, name, etag, VersionChange::Enable)
+            .await
     }
 
     /// Irreversible: the provider removes the material and the row loses it.
-    pub async fn destroy_version(&self, name: &VersionName, etag: &str) -> Result<VersionView> {
-        self.change_version(name, etag, VersionChange::Destroy)
+    pub async fn destroy_version(
+        &self,
+        principal: &Principal,
+        name: &VersionName,
+        etag: &str,
+    ) -> Result<VersionView> {
+        self.change_version(principal, name, etag, VersionChange::Destroy)
             .await
     }
 
     async fn change_version(
         &self,
+        principal: &Principal,
         name: &VersionName,
         etag: &str,
         change: VersionChange,
@@ -278,6 +309,12 @@ impl Coffer {
         version.state = target;
         version.revision += 1;
         tx.update_version(&version, expected).await?;
+        let action = match change {
+            VersionChange::Disable => "version.disable",
+            VersionChange::Enable => "version.enable",
+            VersionChange::Destroy => "version.destroy",
+        };
+        audit_in(&tx, principal, action, &secret, name.version).await?;
         tx.commit().await?;
         Ok(view(version))
     }

@@ -1,6 +1,9 @@
 //! Records to API messages and back. Pure functions; no I/O.
 
-use coffer_core::record::{SecretMode, SecretRecord, SecretState, VersionRecord, VersionState};
+use coffer_core::record::{
+    AuditEventRecord, AuditOutcome, BindingRecord, SecretMode, SecretRecord, SecretState,
+    VersionRecord, VersionState,
+};
 use coffer_core::{Error, Result, SecretName};
 use coffer_proto::v1;
 use prost_types::Timestamp;
@@ -84,6 +87,52 @@ pub fn version(
         created_by: record.created_by.clone(),
         destroy_time: opt_timestamp(record.destroy_time),
         etag: record.etag(),
+    }
+}
+
+pub fn binding(record: &BindingRecord) -> v1::Binding {
+    v1::Binding {
+        name: record.name(),
+        secret: record.secret_name().to_string(),
+        consumer: Some(v1::Consumer {
+            kind: record.consumer_kind.clone(),
+            id: record.consumer_id.clone(),
+        }),
+        config_path: record.config_path.clone(),
+        version_selector: record.version_selector.clone(),
+        required: Some(record.required),
+        label: record.label.clone(),
+        create_time: Some(timestamp(record.create_time)),
+        update_time: Some(timestamp(record.update_time)),
+        etag: record.etag(),
+    }
+}
+
+pub fn audit_event(record: &AuditEventRecord) -> v1::AuditEvent {
+    let event = &record.event;
+    v1::AuditEvent {
+        name: format!("tenants/{}/auditEvents/{}", event.tenant, record.seq),
+        seq: record.seq,
+        time: Some(timestamp(event.time)),
+        principal: event.principal.clone(),
+        action: event.action.clone(),
+        resource: event.resource.clone(),
+        version: event.version,
+        consumer: (!event.consumer_kind.is_empty()).then(|| v1::Consumer {
+            kind: event.consumer_kind.clone(),
+            id: event.consumer_id.clone(),
+        }),
+        config_path: event.config_path.clone(),
+        context: event.context.clone().into_iter().collect(),
+        outcome: match event.outcome {
+            AuditOutcome::Success => v1::audit_event::Outcome::Success,
+            AuditOutcome::Denied => v1::audit_event::Outcome::Denied,
+            AuditOutcome::Failure => v1::audit_event::Outcome::Failure,
+        } as i32,
+        reason: event.reason.clone(),
+        request_id: event.request_id.clone(),
+        prev_hash: record.prev_hash.clone(),
+        hash: record.hash.clone(),
     }
 }
 

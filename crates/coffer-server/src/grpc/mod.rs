@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+pub mod authz;
 mod bindings;
 pub mod convert;
 mod secrets;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use coffer_core::authz::Permission;
 use coffer_core::record::SecretState;
 use coffer_core::{Error, Result, SecretName, TenantId, VersionName};
 use coffer_proto::v1;
@@ -11,9 +12,9 @@ use coffer_proto::v1::secrets_service_server::SecretsService;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use super::auth::principal;
+use super::authz::{Authorizer, Scope, resolve_permission};
 use super::convert;
-use super::status::{to_rpc_status, to_status};
+use super::status::{respond, to_rpc_status};
 use super::{audit, bindings};
 use crate::app::{
     Coffer, CreateSecret, ResolveRequest, ResolvedValue, SecretPatch, SecretSource, VersionView,
@@ -23,16 +24,13 @@ use crate::app::{
 #[derive(Debug, Clone)]
 pub struct SecretsApi {
     coffer: Coffer,
+    authz: Authorizer,
 }
 
 impl SecretsApi {
-    pub fn new(coffer: Coffer) -> Self {
-        SecretsApi { coffer }
+    pub(crate) fn new(coffer: Coffer, authz: Authorizer) -> Self {
+        SecretsApi { coffer, authz }
     }
-}
-
-fn respond<T>(result: Result<T>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(|err| to_status(&err))
 }
 
 fn version_message(view: VersionView) -> v1::SecretVersion {
@@ -145,7 +143,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::CreateSecretRequest>,
     ) -> Result<Response<v1::Secret>, Status> {
-        let principal = principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::WriteSecrets,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let tenant = TenantId::from_parent(&req.parent, "parent")?;
@@ -179,7 +181,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::GetSecretRequest>,
     ) -> Result<Response<v1::Secret>, Status> {
-        principal(&request)?;
+        self.authz.authorize(
+            &request,
+            Permission::ReadMetadata,
+            Scope::secret(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = SecretName::parse(&req.name, "name")?;
@@ -196,7 +202,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::ListSecretsRequest>,
     ) -> Result<Response<v1::ListSecretsResponse>, Status> {
-        principal(&request)?;
+        self.authz.authorize(
+            &request,
+            Permission::ReadMetadata,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let tenant = TenantId::from_parent(&req.parent, "parent")?;
@@ -223,7 +233,18 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::UpdateSecretRequest>,
     ) -> Result<Response<v1::Secret>, Status> {
-        principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::WriteSecrets,
+            Scope::secret(
+                request
+                    .get_ref()
+                    .secret
+                    .as_ref()
+                    .map_or("", |s| s.name.as_str()),
+                "secret.name",
+            )?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let secret = req
@@ -233,7 +254,7 @@ impl SecretsService for SecretsApi {
             let etag = secret.etag.clone();
             let patch = secret_patch(secret, req.update_mask)?;
             self.coffer
-                .update_secret(&name, &etag, patch)
+                .update_secret(&principal, &name, &etag, patch)
                 .await
                 .map(|s| convert::secret(&s))
         }
@@ -245,12 +266,27 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::DeleteSecretRequest>,
     ) -> Result<Response<v1::Secret>, Status> {
-        principal(&request)?;
+        let permission = if request.get_ref().force {
+            Permission::Destroy
+        } else {
+            Permission::WriteSecrets
+        };
+        let principal = self.authz.authorize(
+            &request,
+            permission,
+            Scope::secret(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = SecretName::parse(&req.name, "name")?;
             self.coffer
-                .delete_secret(&name, &req.etag, req.force, req.recovery_window_days)
+                .delete_secret(
+                    &principal,
+                    &name,
+                    &req.etag,
+                    req.force,
+                    req.recovery_window_days,
+                )
                 .await
                 .map(|s| convert::secret(&s))
         }
@@ -262,12 +298,16 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::UndeleteSecretRequest>,
     ) -> Result<Response<v1::Secret>, Status> {
-        principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::WriteSecrets,
+            Scope::secret(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = SecretName::parse(&req.name, "name")?;
             self.coffer
-                .undelete_secret(&name, &req.etag)
+                .undelete_secret(&principal, &name, &req.etag)
                 .await
                 .map(|s| convert::secret(&s))
         }
@@ -279,7 +319,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::RotateSecretRequest>,
     ) -> Result<Response<v1::SecretVersion>, Status> {
-        let principal = principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::WriteSecrets,
+            Scope::secret(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = SecretName::parse(&req.name, "name")?;
@@ -308,12 +352,16 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::PromoteSecretVersionRequest>,
     ) -> Result<Response<v1::Secret>, Status> {
-        principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::WriteSecrets,
+            Scope::version(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = VersionName::parse(&req.name, "name")?;
             self.coffer
-                .promote_version(&name, &req.etag)
+                .promote_version(&principal, &name, &req.etag)
                 .await
                 .map(|s| convert::secret(&s))
         }
@@ -325,7 +373,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::ListSecretVersionsRequest>,
     ) -> Result<Response<v1::ListSecretVersionsResponse>, Status> {
-        principal(&request)?;
+        self.authz.authorize(
+            &request,
+            Permission::ReadMetadata,
+            Scope::secret(&request.get_ref().parent, "parent")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = SecretName::parse(&req.parent, "parent")?;
@@ -350,7 +402,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::GetSecretVersionRequest>,
     ) -> Result<Response<v1::SecretVersion>, Status> {
-        principal(&request)?;
+        self.authz.authorize(
+            &request,
+            Permission::ReadMetadata,
+            Scope::version(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = VersionName::parse(&req.name, "name")?;
@@ -364,12 +420,16 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::DisableSecretVersionRequest>,
     ) -> Result<Response<v1::SecretVersion>, Status> {
-        principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::WriteSecrets,
+            Scope::version(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = VersionName::parse(&req.name, "name")?;
             self.coffer
-                .disable_version(&name, &req.etag)
+                .disable_version(&principal, &name, &req.etag)
                 .await
                 .map(version_message)
         }
@@ -381,12 +441,16 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::EnableSecretVersionRequest>,
     ) -> Result<Response<v1::SecretVersion>, Status> {
-        principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::WriteSecrets,
+            Scope::version(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = VersionName::parse(&req.name, "name")?;
             self.coffer
-                .enable_version(&name, &req.etag)
+                .enable_version(&principal, &name, &req.etag)
                 .await
                 .map(version_message)
         }
@@ -398,12 +462,16 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::DestroySecretVersionRequest>,
     ) -> Result<Response<v1::SecretVersion>, Status> {
-        principal(&request)?;
+        let principal = self.authz.authorize(
+            &request,
+            Permission::Destroy,
+            Scope::version(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let name = VersionName::parse(&req.name, "name")?;
             self.coffer
-                .destroy_version(&name, &req.etag)
+                .destroy_version(&principal, &name, &req.etag)
                 .await
                 .map(version_message)
         }
@@ -415,11 +483,19 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::ResolveSecretRequest>,
     ) -> Result<Response<v1::ResolveSecretResponse>, Status> {
-        principal(&request)?;
+        let permission = resolve_permission(request.get_ref().consumer.is_some());
+        let principal = self.authz.authorize(
+            &request,
+            permission,
+            Scope::secret(&request.get_ref().name, "name")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let req = resolve_request(req, "name")?;
-            self.coffer.resolve_secret(&req).await.map(resolved_message)
+            self.coffer
+                .resolve_secret(&principal, &req)
+                .await
+                .map(resolved_message)
         }
         .await;
         respond(result)
@@ -429,7 +505,19 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::BatchResolveSecretsRequest>,
     ) -> Result<Response<v1::BatchResolveSecretsResponse>, Status> {
-        principal(&request)?;
+        let permission = resolve_permission(
+            !request.get_ref().requests.is_empty()
+                && request
+                    .get_ref()
+                    .requests
+                    .iter()
+                    .all(|r| r.consumer.is_some()),
+        );
+        let principal = self.authz.authorize(
+            &request,
+            permission,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         let req = request.into_inner();
         let result = async {
             let tenant = TenantId::from_parent(&req.parent, "parent")?;
@@ -439,7 +527,10 @@ impl SecretsService for SecretsApi {
                 .enumerate()
                 .map(|(i, item)| resolve_request(item, &format!("requests[{i}].name")))
                 .collect();
-            let results = self.coffer.batch_resolve(&tenant, items).await?;
+            let results = self
+                .coffer
+                .batch_resolve(&principal, &tenant, items)
+                .await?;
             Ok(v1::BatchResolveSecretsResponse {
                 results: results
                     .into_iter()
@@ -464,6 +555,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::ResolveBindingsRequest>,
     ) -> Result<Response<v1::ResolveBindingsResponse>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ConsumerResolve,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         bindings::resolve_bindings(&self.coffer, request).await
     }
 
@@ -471,6 +567,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::CreateBindingRequest>,
     ) -> Result<Response<v1::Binding>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ManageBindings,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         bindings::create_binding(&self.coffer, request).await
     }
 
@@ -478,6 +579,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::GetBindingRequest>,
     ) -> Result<Response<v1::Binding>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ReadMetadata,
+            Scope::binding(&request.get_ref().name, "name")?,
+        )?;
         bindings::get_binding(&self.coffer, request).await
     }
 
@@ -485,6 +591,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::ListBindingsRequest>,
     ) -> Result<Response<v1::ListBindingsResponse>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ReadMetadata,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         bindings::list_bindings(&self.coffer, request).await
     }
 
@@ -492,6 +603,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::DeleteBindingRequest>,
     ) -> Result<Response<v1::DeleteBindingResponse>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ManageBindings,
+            Scope::binding(&request.get_ref().name, "name")?,
+        )?;
         bindings::delete_binding(&self.coffer, request).await
     }
 
@@ -499,6 +615,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::SyncBindingsRequest>,
     ) -> Result<Response<v1::SyncBindingsResponse>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ManageBindings,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         bindings::sync_bindings(&self.coffer, request).await
     }
 
@@ -506,6 +627,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ReadAudit,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         audit::list_audit_events(&self.coffer, request).await
     }
 
@@ -513,6 +639,11 @@ impl SecretsService for SecretsApi {
         &self,
         request: Request<v1::VerifyAuditChainRequest>,
     ) -> Result<Response<v1::VerifyAuditChainResponse>, Status> {
+        self.authz.authorize(
+            &request,
+            Permission::ReadAudit,
+            Scope::parent(&request.get_ref().parent, "parent")?,
+        )?;
         audit::verify_audit_chain(&self.coffer, request).await
     }
 }

@@ -30,6 +30,13 @@ pub fn grpc_code(code: ErrorCode) -> Code {
     }
 }
 
+/// A use case's result as a gRPC response.
+pub(crate) fn respond<T>(result: coffer_core::Result<T>) -> Result<tonic::Response<T>, Status> {
+    result
+        .map(tonic::Response::new)
+        .map_err(|err| to_status(&err))
+}
+
 /// Converts an error into a status with details, logging its internal cause.
 pub fn to_status(err: &Error) -> Status {
     log_error(err);

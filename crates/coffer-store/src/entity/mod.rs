@@ -2,6 +2,9 @@
 //! They mirror the schema column for column; conversion to and from the
 //! domain records lives with the repositories.
 
+pub(crate) mod audit_event;
+pub(crate) mod audit_head;
+pub(crate) mod binding;
 pub(crate) mod idempotency_key;
 pub(crate) mod secret;
 pub(crate) mod secret_label;

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use coffer_core::record::{SecretMode, SecretRecord, SecretState, VersionRecord, VersionState};
+use coffer_core::record::{
+    AuditOutcome, BindingRecord, NewAuditEvent, SecretMode, SecretRecord, SecretState,
+    VersionRecord, VersionState,
+};
 use coffer_core::{SecretKey, TenantId};
 
 pub(crate) const T0: i64 = 1_764_000_000_000_000;
@@ -61,5 +64,43 @@ pub(crate) fn version(secret_uid: &str, n: i64) -> VersionRecord {
         created_by: "spiffe://test/admin".to_owned(),
         destroy_time: None,
         revision: 1,
+    }
+}
+
+/// A required, latest binding of `rec` for consumer `kind/id` at `path`.
+pub(crate) fn binding(rec: &SecretRecord, kind: &str, id: &str, path: &str) -> BindingRecord {
+    BindingRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: rec.tenant.clone(),
+        secret_uid: rec.uid.clone(),
+        secret_key: rec.key.clone(),
+        consumer_kind: kind.to_owned(),
+        consumer_id: id.to_owned(),
+        config_path: path.to_owned(),
+        version_selector: String::new(),
+        required: true,
+        label: String::new(),
+        create_time: T0,
+        update_time: T0,
+        revision: 1,
+    }
+}
+
+/// A successful resolve event of `tenant_id`, told apart by `request_id`.
+pub(crate) fn event(tenant_id: &str, request_id: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        tenant: tenant(tenant_id),
+        time: T0,
+        principal: "spiffe://test/orchestrator".to_owned(),
+        action: "secret.resolve".to_owned(),
+        resource: format!("tenants/{tenant_id}/secrets/k"),
+        version: 1,
+        consumer_kind: "agent".to_owned(),
+        consumer_id: "a1".to_owned(),
+        config_path: "env.KEY".to_owned(),
+        context: BTreeMap::new(),
+        outcome: AuditOutcome::Success,
+        reason: String::new(),
+        request_id: request_id.to_owned(),
     }
 }

@@ -2,6 +2,8 @@
 //! on a fresh database built by the real migrations.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
+mod bindings;
 mod concurrency;
 mod fixtures;
 mod idempotency;

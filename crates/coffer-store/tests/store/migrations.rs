@@ -7,11 +7,14 @@ use coffer_store::{Backend, Store, StoreOptions, store_test};
 
 use crate::fixtures::secret;
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 7] = [
     "m20261128_000001_secrets",
     "m20261128_000002_secret_labels",
     "m20261128_000003_secret_versions",
     "m20261128_000004_idempotency_keys",
+    "m20261201_000005_bindings",
+    "m20261201_000006_audit_events",
+    "m20261201_000007_audit_heads",
 ];
 
 store_test!(
@@ -43,7 +46,7 @@ store_test!(migrates_down_and_up_again, |store| async move {
     store.migrate_down(Some(1)).await.unwrap();
     let status = store.migration_status().await.unwrap();
     let applied: Vec<bool> = status.iter().map(|m| m.applied).collect();
-    assert_eq!(applied, [true, true, true, false]);
+    assert_eq!(applied, [true, true, true, true, true, true, false]);
 
     store.migrate_down(None).await.unwrap();
     assert!(

@@ -1,11 +1,16 @@
-//! The client side of the binary: `coffer secrets …`. Owns the shared
+//! The client side of the binary: `coffer secrets …`, `coffer bindings …`,
+//! `coffer resolve-bindings` and `coffer audit …`. Owns the shared
 //! connection options, the subcommand tree and its dispatch; each concern
 //! (connection, request building, versions, error reports) has its module.
 
+pub(crate) mod audit;
+pub(crate) mod bindings;
 pub(crate) mod conn;
 pub(crate) mod request;
+pub(crate) mod resolve_bindings;
 pub(crate) mod secrets;
 pub(crate) mod status;
+pub(crate) mod sync_file;
 pub(crate) mod versions;
 
 use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
@@ -130,6 +135,16 @@ async fn client(
     opts: &ClientOpts,
 ) -> anyhow::Result<SecretsServiceClient<tonic::transport::Channel>> {
     Ok(SecretsServiceClient::new(opts.connect().await?))
+}
+
+/// `--output` for commands that print metadata only: table (the default) or json.
+fn plain_format(output: Option<OutputFormat>) -> anyhow::Result<OutputFormat> {
+    match output {
+        Some(OutputFormat::Raw) => {
+            anyhow::bail!("--output raw is only for `coffer secrets resolve`")
+        }
+        format => Ok(format.unwrap_or(OutputFormat::Table)),
+    }
 }
 
 #[cfg(test)]

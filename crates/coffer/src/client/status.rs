@@ -36,7 +36,7 @@ pub(crate) fn report(err: &anyhow::Error) -> String {
 }
 
 /// The canonical upper-case gRPC code name, as grpcurl and the docs show it.
-fn code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",

@@ -1,0 +1,234 @@
+//! Audit events: built here for every mutation and resolve. Mutations append
+//! their event inside their own transaction (fail closed: no event, no
+//! change). Resolves go through [`AuditWriter`], one task that group-commits
+//! the events of many concurrent resolves in one transaction every few
+//! milliseconds; each resolve waits until its event is durable before it
+//! returns a value, and the same transaction coalesces `last_resolve_time`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use coffer_core::record::{AuditOutcome, NewAuditEvent, now_micros};
+use coffer_core::{Error, ErrorCode, Principal, Reason, Result, TenantId};
+use coffer_store::Store;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Group-commit settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditWriterOptions {
+    /// Events per transaction at most.
+    pub max_batch: usize,
+    /// How long the first event of a batch waits for company.
+    pub max_delay: Duration,
+    /// Pending events before callers wait for room.
+    pub queue: usize,
+}
+
+impl Default for AuditWriterOptions {
+    fn default() -> Self {
+        AuditWriterOptions {
+            max_batch: 512,
+            max_delay: Duration::from_millis(2),
+            queue: 8192,
+        }
+    }
+}
+
+/// One queued resolve event and who waits for it.
+struct Pending {
+    event: NewAuditEvent,
+    /// The secret whose `last_resolve_time` moves, for successful resolves.
+    resolved_uid: Option<String>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// The handle resolves use to record their events.
+#[derive(Debug, Clone)]
+pub struct AuditWriter {
+    queue: mpsc::Sender<PendingBox>,
+}
+
+/// `Pending` boxed so the channel's slots stay small.
+struct PendingBox(Box<Pending>);
+
+impl std::fmt::Debug for PendingBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("action", &self.0.event.action)
+            .finish()
+    }
+}
+
+impl AuditWriter {
+    /// Starts the writer task; it ends when every handle is dropped, after
+    /// writing what was queued.
+    pub fn spawn(store: Store, options: AuditWriterOptions) -> (AuditWriter, JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(options.queue.max(1));
+        let task = tokio::spawn(run(store, receiver, options));
+        (AuditWriter { queue }, task)
+    }
+
+    /// Queues an event without waiting for it (for events whose call is
+    /// refused either way); a full queue drops it with a warning.
+    pub fn enqueue(&self, event: NewAuditEvent) {
+        let (done, _ignored) = oneshot::channel();
+        let pending = PendingBox(Box::new(Pending {
+            event,
+            resolved_uid: None,
+            done,
+        }));
+        if self.queue.try_send(pending).is_err() {
+            tracing::warn!("audit queue full or closed; a denial event was dropped");
+        }
+    }
+
+    /// Queues an event and waits until it is committed.
+    pub async fn record(&self, event: NewAuditEvent, resolved_uid: Option<String>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        let pending = PendingBox(Box::new(Pending {
+            event,
+            resolved_uid,
+            done,
+        }));
+        self.queue
+            .send(pending)
+            .await
+            .map_err(|_| audit_unavailable("the audit writer has stopped"))?;
+        wait.await
+            .map_err(|_| audit_unavailable("the audit writer dropped an event"))?
+    }
+}
+
+async fn run(store: Store, mut receiver: mpsc::Receiver<PendingBox>, options: AuditWriterOptions) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first.0];
+        let deadline = tokio::time::Instant::now() + options.max_delay;
+        while batch.len() < options.max_batch {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(next)) => batch.push(next.0),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let result = write_batch(&store, &batch).await;
+        if let Err(err) = &result {
+            tracing::error!(
+                events = batch.len(),
+                cause = err.internal_cause().unwrap_or(err.message()),
+                "audit batch failed; its resolves fail closed"
+            );
+        }
+        for pending in batch {
+            let outcome = match &result {
+                Ok(()) => Ok(()),
+                Err(_) => Err(audit_unavailable("writing the audit batch failed")),
+            };
+            let _ = pending.done.send(outcome);
+        }
+    }
+}
+
+async fn write_batch(store: &Store, batch: &[Box<Pending>]) -> Result<()> {
+    let tx = store.begin().await?;
+    tx.append_audit(batch.iter().map(|p| p.event.clone()).collect())
+        .await?;
+    let mut touched: Vec<String> = batch
+        .iter()
+        .filter_map(|p| p.resolved_uid.clone())
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    if !touched.is_empty() {
+        tx.set_last_resolve_time(&touched, now_micros()).await?;
+    }
+    tx.commit().await
+}
+
+fn audit_unavailable(cause: &str) -> Error {
+    Error::new(
+        ErrorCode::Unavailable,
+        Reason::AuditUnavailable,
+        "the audit trail cannot be written; retry with backoff",
+    )
+    .with_internal(cause)
+}
+
+/// Builds events with the fields every event shares.
+#[derive(Debug, Clone)]
+pub(crate) struct EventBuilder {
+    event: NewAuditEvent,
+}
+
+impl EventBuilder {
+    pub(crate) fn new(
+        tenant: &TenantId,
+        principal: &Principal,
+        action: &str,
+        resource: impl Into<String>,
+    ) -> Self {
+        EventBuilder {
+            event: NewAuditEvent {
+                tenant: tenant.clone(),
+                time: now_micros(),
+                principal: principal.as_str().to_owned(),
+                action: action.to_owned(),
+                resource: resource.into(),
+                version: 0,
+                consumer_kind: String::new(),
+                consumer_id: String::new(),
+                config_path: String::new(),
+                context: BTreeMap::new(),
+                outcome: AuditOutcome::Success,
+                reason: String::new(),
+                request_id: String::new(),
+            },
+        }
+    }
+
+    pub(crate) fn version(mut self, version: i64) -> Self {
+        self.event.version = version;
+        self
+    }
+
+    pub(crate) fn consumer(
+        mut self,
+        consumer: Option<&(String, String)>,
+        config_path: &str,
+    ) -> Self {
+        if let Some((kind, id)) = consumer {
+            self.event.consumer_kind = kind.clone();
+            self.event.consumer_id = id.clone();
+        }
+        self.event.config_path = config_path.to_owned();
+        self
+    }
+
+    pub(crate) fn context(mut self, context: &BTreeMap<String, String>) -> Self {
+        self.event.context = context.clone();
+        self
+    }
+
+    pub(crate) fn request_id(mut self, request_id: &str) -> Self {
+        self.event.request_id = request_id.to_owned();
+        self
+    }
+
+    /// A successful call.
+    pub(crate) fn success(self) -> NewAuditEvent {
+        self.event
+    }
+
+    /// The outcome of a call that may have failed: DENIED for authorization
+    /// and binding refusals, FAILURE for everything else.
+    pub(crate) fn outcome<T>(mut self, result: &Result<T>) -> NewAuditEvent {
+        if let Err(err) = result {
+            self.event.outcome = match (err.code(), err.reason()) {
+                (ErrorCode::PermissionDenied | ErrorCode::Unauthenticated, _)
+                | (_, Reason::NotBound) => AuditOutcome::Denied,
+                _ => AuditOutcome::Failure,
+            };
+            self.event.reason = err.reason().as_str().to_owned();
+        }
+        self.event
+    }
+}
