@@ -11,6 +11,7 @@ use coffer_providers::ProviderRegistry;
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
@@ -132,6 +133,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", plan.listen))?;
     let local = listener.local_addr()?;
+    // Installed before the server announces itself: a signal sent right after
+    // the "listening on" line must be handled, not kill the process.
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut options = match &mtls {
         None => {
             tracing::info!(listen = %local, dev = true, "coffer is serving");
@@ -146,43 +153,37 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!(
                 "coffer (mtls) listening on {local}; {grants} grants; SIGHUP reloads certificates and policy; try:\n  grpcurl -cacert ca.pem -cert client-NAME.pem -key client-NAME.key {local} list"
             );
-            tokio::spawn(reload_on_sighup(mtls.clone()));
+            tokio::spawn(reload_on_sighup(mtls.clone(), hangup));
             ServeOptions::mtls(mtls)
         }
     };
     options.reaper_interval = Duration::from_secs(args.reaper_interval_secs);
-    coffer_server::serve(listener, coffer, options, shutdown_signal()).await?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
+        }
+    };
+    coffer_server::serve(listener, coffer, options, shutdown).await?;
     Ok(())
 }
 
 /// Reloads certificates and policy on each SIGHUP; a failed reload keeps
-/// everything as it was and says why.
-async fn reload_on_sighup(mtls: Mtls) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(hangup) => hangup,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGHUP; reload needs a restart");
-                return;
-            }
-        };
-        while hangup.recv().await.is_some() {
-            match mtls.reload() {
-                Ok(summary) => tracing::info!(
-                    grants = summary.grants,
-                    "reloaded tls certificates and policy"
-                ),
-                Err(err) => tracing::error!(
-                    error = %err,
-                    "reload failed; keeping the previous certificates and policy"
-                ),
-            }
+/// everything as it was and says why. (In dev mode SIGHUP is caught and
+/// ignored: there is nothing to reload.)
+async fn reload_on_sighup(mtls: Mtls, mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        match mtls.reload() {
+            Ok(summary) => tracing::info!(
+                grants = summary.grants,
+                "reloaded tls certificates and policy"
+            ),
+            Err(err) => tracing::error!(
+                error = %err,
+                "reload failed; keeping the previous certificates and policy"
+            ),
         }
     }
-    #[cfg(not(unix))]
-    let _ = mtls;
 }
 
 fn init_logging() {
@@ -191,26 +192,4 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }
