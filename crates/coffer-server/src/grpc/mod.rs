@@ -6,6 +6,7 @@ pub mod auth;
 pub mod authz;
 mod bindings;
 pub mod convert;
+mod messages;
 mod secrets;
 pub mod status;
 mod vaults;

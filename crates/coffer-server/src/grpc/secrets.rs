@@ -2,23 +2,18 @@
 //! the result. Binding and audit RPCs are implemented in [`super::bindings`]
 //! and [`super::audit`]; the trait impl here delegates to them.
 
-use std::collections::BTreeMap;
-
 use coffer_core::authz::Permission;
-use coffer_core::record::SecretState;
 use coffer_core::{Error, Result, SecretName, TenantId, VersionName};
 use coffer_proto::v1;
 use coffer_proto::v1::secrets_service_server::SecretsService;
 use tonic::{Request, Response, Status};
-use zeroize::Zeroizing;
 
 use super::authz::{Authorizer, Scope, resolve_permission};
 use super::convert;
+use super::messages::{resolve_request, resolved_message, secret_patch, source, version_message};
 use super::status::{respond, to_rpc_status};
 use super::{audit, bindings};
-use crate::app::{
-    Coffer, CreateSecret, ResolveRequest, ResolvedValue, SecretPatch, SecretSource, VersionView,
-};
+use crate::app::{Coffer, CreateSecret};
 
 /// The SecretsService implementation.
 #[derive(Debug, Clone)]
@@ -31,110 +26,6 @@ impl SecretsApi {
     pub(crate) fn new(coffer: Coffer, authz: Authorizer) -> Self {
         SecretsApi { coffer, authz }
     }
-}
-
-fn version_message(view: VersionView) -> v1::SecretVersion {
-    convert::version(&view.secret, view.current_version, &view.version)
-}
-
-/// The value or external reference of a create or rotate.
-fn source(value: Option<Vec<u8>>, external: Option<v1::ExternalRef>) -> Result<SecretSource> {
-    match (value, external) {
-        (Some(value), None) => Ok(SecretSource::Value(Zeroizing::new(value))),
-        (None, Some(external)) => Ok(SecretSource::External {
-            external_ref: external.r#ref,
-            version_ref: external.version_ref,
-        }),
-        _ => Err(Error::invalid_field(
-            "source",
-            "give either value or external",
-        )),
-    }
-}
-
-fn resolve_request(req: v1::ResolveSecretRequest, field: &str) -> Result<ResolveRequest> {
-    Ok(ResolveRequest {
-        name: SecretName::parse(&req.name, field)?,
-        version: req.version,
-        consumer: req.consumer.map(|c| (c.kind, c.id)),
-        config_path: req.config_path,
-        context: req.context.into_iter().collect(),
-    })
-}
-
-fn resolved_message(resolved: ResolvedValue) -> v1::ResolveSecretResponse {
-    v1::ResolveSecretResponse {
-        name: resolved.name.to_string(),
-        version: resolved.name.version,
-        value: resolved.value.expose().to_vec(),
-    }
-}
-
-/// Turns an UpdateSecret request into a patch. An empty mask means "every
-/// field that is set in the request"; `*` means all four updatable fields.
-fn secret_patch(secret: v1::Secret, mask: Option<prost_types::FieldMask>) -> Result<SecretPatch> {
-    let mut paths: Vec<String> = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        if !secret.display_name.is_empty() {
-            paths.push("display_name".into());
-        }
-        if !secret.description.is_empty() {
-            paths.push("description".into());
-        }
-        if !secret.labels.is_empty() {
-            paths.push("labels".into());
-        }
-        if secret.state != 0 {
-            paths.push("state".into());
-        }
-        if paths.is_empty() {
-            return Err(Error::invalid_field(
-                "update_mask",
-                "nothing to update; set update_mask",
-            ));
-        }
-    }
-    if paths.iter().any(|p| p == "*") {
-        paths = ["display_name", "description", "labels", "state"]
-            .map(String::from)
-            .to_vec();
-    }
-    let mut patch = SecretPatch::default();
-    for path in paths {
-        match path.as_str() {
-            "display_name" => patch.display_name = Some(secret.display_name.clone()),
-            "description" => patch.description = Some(secret.description.clone()),
-            "labels" => {
-                patch.labels = Some(
-                    secret
-                        .labels
-                        .clone()
-                        .into_iter()
-                        .collect::<BTreeMap<_, _>>(),
-                )
-            }
-            "state" => {
-                let state = convert::secret_state_from_api(secret.state, "secret.state")?;
-                patch.state = Some(state);
-            }
-            other => {
-                let shown: String = other.chars().take(64).filter(|c| !c.is_control()).collect();
-                return Err(Error::invalid_field(
-                    "update_mask",
-                    format!(
-                        "cannot update {shown:?}; updatable fields are display_name, description, labels, state"
-                    ),
-                ));
-            }
-        }
-    }
-    if patch.state == Some(SecretState::Deleted) {
-        return Err(Error::invalid_field(
-            "secret.state",
-            "state can be STATE_ACTIVE or STATE_DISABLED; use DeleteSecret to delete",
-        ));
-    }
-    Ok(patch)
 }
 
 #[tonic::async_trait]
