@@ -18,7 +18,6 @@ use super::idempotency::{IdempotencyKey, is_request_id_race};
 use super::{Coffer, LOCAL_PROVIDER, secret_not_found, stored_version, version_context};
 
 /// Where a new version's value comes from.
-#[derive(Debug)]
 pub enum SecretSource {
     /// A value Coffer writes into the vault. Debug shows only the length.
     Value(Zeroizing<Vec<u8>>),
@@ -27,6 +26,22 @@ pub enum SecretSource {
         external_ref: String,
         version_ref: String,
     },
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Value(value) => write!(f, "Value([redacted; {} bytes])", value.len()),
+            SecretSource::External {
+                external_ref,
+                version_ref,
+            } => f
+                .debug_struct("External")
+                .field("external_ref", external_ref)
+                .field("version_ref", version_ref)
+                .finish(),
+        }
+    }
 }
 
 /// A validated-on-use CreateSecret request.
@@ -471,4 +486,27 @@ pub(crate) fn not_active(name: &SecretName, state: SecretState, hint: &str) -> E
     )
     .with_metadata("resource", name.to_string())
     .with_metadata("state", state.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_value() {
+        let source = SecretSource::Value(Zeroizing::new(b"canary-value-123".to_vec()));
+        let create = CreateSecret {
+            name: SecretName::parse("tenants/t/secrets/k", "name").unwrap(),
+            display_name: String::new(),
+            description: String::new(),
+            labels: BTreeMap::new(),
+            provider: String::new(),
+            vault: String::new(),
+            source,
+            request_id: String::new(),
+        };
+        let shown = format!("{create:?}");
+        assert!(!shown.contains("canary"), "{shown}");
+        assert!(shown.contains("[redacted; 16 bytes]"), "{shown}");
+    }
 }
