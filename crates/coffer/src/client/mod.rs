@@ -220,6 +220,35 @@ mod tests {
     }
 
     #[test]
+    fn create_derives_the_key_from_the_display_name() {
+        let request = |args: &[&str]| {
+            let args = parse(args).unwrap();
+            let SecretsCommand::Create(create) = args.command else {
+                panic!("parsed as another command");
+            };
+            let value = create
+                .value
+                .source()
+                .unwrap()
+                .read_with(std::io::empty(), |_| Some("v".into()))
+                .unwrap();
+            create.request(&args.opts.tenant, value)
+        };
+        let req = request(&[
+            "create",
+            "--display-name",
+            "OpenAI API Key",
+            "--value-env",
+            "V",
+        ])
+        .unwrap();
+        assert_eq!(req.secret_id, "openai-api-key");
+        assert_eq!(req.secret.unwrap().display_name, "OpenAI API Key");
+        assert!(request(&["create", "--display-name", "!!!", "--value-env", "V"]).is_err());
+        assert!(request(&["create", "--value-env", "V"]).is_err());
+    }
+
+    #[test]
     fn update_masks_only_the_flags_given() {
         let args = parse(&[
             "--tenant",

@@ -16,8 +16,10 @@ use crate::input::{SecretValue, ValueSourceArgs};
 /// `coffer secrets create`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CreateArgs {
-    /// The secret key (`[a-z0-9][a-z0-9_.-]{0,119}`), or a full name `tenants/{t}/secrets/{key}`.
-    key: String,
+    /// The secret key (`[a-z0-9][a-z0-9_.-]{0,119}`), or a full name
+    /// `tenants/{t}/secrets/{key}`. Omitted: derived from --display-name
+    /// (lowercased, other characters runs become `-`).
+    key: Option<String>,
     /// A human-readable name, unique in the tenant.
     #[arg(long, value_name = "NAME")]
     display_name: Option<String>,
@@ -39,7 +41,16 @@ impl CreateArgs {
         tenant: &str,
         value: SecretValue,
     ) -> anyhow::Result<CreateSecretRequest> {
-        let (parent, secret_id) = request::parent_and_key(tenant, &self.key)?;
+        let key = match (&self.key, &self.display_name) {
+            (Some(key), _) => key.clone(),
+            (None, Some(display_name)) => {
+                coffer_core::SecretKey::normalize(display_name, "--display-name")
+                    .map_err(|err| anyhow::anyhow!("{err}"))?
+                    .to_string()
+            }
+            (None, None) => anyhow::bail!("give a KEY, or a --display-name to derive the key from"),
+        };
+        let (parent, secret_id) = request::parent_and_key(tenant, &key)?;
         Ok(CreateSecretRequest {
             parent,
             secret_id,
