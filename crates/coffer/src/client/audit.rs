@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use coffer_core::validate::MAX_PAGE_SIZE;
-use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::{
     AuditEvent, ListAuditEventsRequest, ListAuditEventsResponse, VerifyAuditChainRequest,
 };
-use tonic::transport::Channel;
 
 use super::conn::ClientOpts;
+use super::paging;
 use super::request;
 use crate::output::{self, JsonLines};
 
@@ -95,7 +94,13 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
         AuditCommand::List(args) => {
             let format = super::plain_format(opts.output)?;
             let req = args.request(tenant)?;
-            let resp = list(&mut super::client(&opts).await?, req, args.all).await?;
+            let mut client = super::client(&opts).await?;
+            let resp = paging::collect(
+                async |req| client.list_audit_events(req).await,
+                req,
+                args.all,
+            )
+            .await?;
             output::emit(&resp, format)
         }
         AuditCommand::Verify => {
@@ -135,27 +140,6 @@ async fn run_export(opts: &ClientOpts, args: &ExportArgs) -> anyhow::Result<()> 
             export(fetch, req, &mut out).await?;
             out.flush().context("cannot write to stdout")
         }
-    }
-}
-
-/// Lists one page, or every page with `all`, merged into one response.
-async fn list(
-    client: &mut SecretsServiceClient<Channel>,
-    mut req: ListAuditEventsRequest,
-    all: bool,
-) -> anyhow::Result<ListAuditEventsResponse> {
-    let mut merged = ListAuditEventsResponse::default();
-    loop {
-        let page = client.list_audit_events(req.clone()).await?.into_inner();
-        merged.audit_events.extend(page.audit_events);
-        if !all || page.next_page_token.is_empty() {
-            merged.next_page_token = page.next_page_token;
-            return Ok(merged);
-        }
-        if page.next_page_token == req.page_token {
-            bail!("the server returned the same page token twice");
-        }
-        req.page_token = page.next_page_token;
     }
 }
 

@@ -7,14 +7,13 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use coffer_core::validate::VersionSelector;
 use coffer_core::{SecretName, TenantId};
-use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::{
     Binding, Consumer, CreateBindingRequest, DeleteBindingRequest, GetBindingRequest,
-    ListBindingsRequest, ListBindingsResponse, SyncBindingsRequest,
+    ListBindingsRequest, SyncBindingsRequest,
 };
-use tonic::transport::Channel;
 
 use super::conn::ClientOpts;
+use super::paging;
 use super::{request, sync_file};
 use crate::output::{self, OutputFormat};
 
@@ -268,7 +267,9 @@ pub(crate) async fn run(args: BindingsArgs) -> anyhow::Result<()> {
         }
         BindingsCommand::List(args) => {
             let req = args.request(tenant)?;
-            let resp = list(&mut super::client(&opts).await?, req, args.all).await?;
+            let mut client = super::client(&opts).await?;
+            let resp =
+                paging::collect(async |req| client.list_bindings(req).await, req, args.all).await?;
             output::emit(&resp, format)
         }
         BindingsCommand::Delete(args) => {
@@ -293,27 +294,6 @@ pub(crate) async fn run(args: BindingsArgs) -> anyhow::Result<()> {
                 .into_inner();
             output::emit(&resp, format)
         }
-    }
-}
-
-/// Lists one page, or every page with `all`, merged into one response.
-async fn list(
-    client: &mut SecretsServiceClient<Channel>,
-    mut req: ListBindingsRequest,
-    all: bool,
-) -> anyhow::Result<ListBindingsResponse> {
-    let mut merged = ListBindingsResponse::default();
-    loop {
-        let page = client.list_bindings(req.clone()).await?.into_inner();
-        merged.bindings.extend(page.bindings);
-        if !all || page.next_page_token.is_empty() {
-            merged.next_page_token = page.next_page_token;
-            return Ok(merged);
-        }
-        if page.next_page_token == req.page_token {
-            bail!("the server returned the same page token twice");
-        }
-        req.page_token = page.next_page_token;
     }
 }
 

@@ -6,6 +6,7 @@
 pub(crate) mod audit;
 pub(crate) mod bindings;
 pub(crate) mod conn;
+pub(crate) mod paging;
 pub(crate) mod request;
 pub(crate) mod resolve_bindings;
 pub(crate) mod secrets;
@@ -86,7 +87,9 @@ pub(crate) async fn run(args: SecretsArgs) -> anyhow::Result<()> {
         }
         SecretsCommand::List(args) => {
             let req = args.request(tenant)?;
-            let resp = secrets::list(&mut client(&opts).await?, req, args.all()).await?;
+            let mut client = client(&opts).await?;
+            let resp = paging::collect(async |req| client.list_secrets(req).await, req, args.all())
+                .await?;
             output::emit(&resp, format)
         }
         SecretsCommand::Update(args) => {

@@ -1,14 +1,11 @@
 //! `coffer secrets create|get|list|update|delete|undelete|rotate|promote`:
 //! their arguments, the requests they build, and the calls that send them.
 
-use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::{
     CreateSecretRequest, DeleteSecretRequest, GetSecretRequest, ListSecretsRequest,
-    ListSecretsResponse, PromoteSecretVersionRequest, RotateSecretRequest, Secret,
-    UndeleteSecretRequest, UpdateSecretRequest, create_secret_request, rotate_secret_request,
-    secret,
+    PromoteSecretVersionRequest, RotateSecretRequest, Secret, UndeleteSecretRequest,
+    UpdateSecretRequest, create_secret_request, rotate_secret_request, secret,
 };
-use tonic::transport::Channel;
 
 use super::request::{self, UpdateFields};
 use crate::input::{SecretValue, ValueSourceArgs};
@@ -270,27 +267,6 @@ impl UndeleteArgs {
             name: request::secret_name(tenant, &self.key)?,
             etag: self.etag.clone().unwrap_or_default(),
         })
-    }
-}
-
-/// Lists one page, or every page with `all`, merged into one response.
-pub(crate) async fn list(
-    client: &mut SecretsServiceClient<Channel>,
-    mut req: ListSecretsRequest,
-    all: bool,
-) -> anyhow::Result<ListSecretsResponse> {
-    let mut merged = ListSecretsResponse::default();
-    loop {
-        let page = client.list_secrets(req.clone()).await?.into_inner();
-        merged.secrets.extend(page.secrets);
-        if !all || page.next_page_token.is_empty() {
-            merged.next_page_token = page.next_page_token;
-            return Ok(merged);
-        }
-        if page.next_page_token == req.page_token {
-            anyhow::bail!("the server returned the same page token twice");
-        }
-        req.page_token = page.next_page_token;
     }
 }
 

@@ -7,12 +7,12 @@ use std::io::Write;
 use anyhow::Context;
 use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::{
-    Consumer, ListSecretVersionsRequest, ListSecretVersionsResponse, ResolveSecretRequest,
-    ResolveSecretResponse,
+    Consumer, ListSecretVersionsRequest, ResolveSecretRequest, ResolveSecretResponse,
 };
 use tonic::transport::Channel;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::paging;
 use super::request;
 use crate::output::{self, OutputFormat, Render};
 
@@ -104,7 +104,12 @@ pub(crate) async fn run(
     };
     let version = match cmd {
         VersionsCommand::List(args) => {
-            let resp = list(client, args.request(tenant)?, args.all).await?;
+            let resp = paging::collect(
+                async |req| client.list_secret_versions(req).await,
+                args.request(tenant)?,
+                args.all,
+            )
+            .await?;
             return output::emit(&resp, format);
         }
         VersionsCommand::Get(args) => {
@@ -136,26 +141,6 @@ pub(crate) async fn run(
         }
     };
     output::emit(&version.into_inner(), format)
-}
-
-async fn list(
-    client: &mut SecretsServiceClient<Channel>,
-    mut req: ListSecretVersionsRequest,
-    all: bool,
-) -> anyhow::Result<ListSecretVersionsResponse> {
-    let mut merged = ListSecretVersionsResponse::default();
-    loop {
-        let page = client.list_secret_versions(req.clone()).await?.into_inner();
-        merged.versions.extend(page.versions);
-        if !all || page.next_page_token.is_empty() {
-            merged.next_page_token = page.next_page_token;
-            return Ok(merged);
-        }
-        if page.next_page_token == req.page_token {
-            anyhow::bail!("the server returned the same page token twice");
-        }
-        req.page_token = page.next_page_token;
-    }
 }
 
 /// `coffer secrets resolve`.
