@@ -1,7 +1,9 @@
-//! Coffer's database schema, one migration per table, applied by the server on
-//! start (`Store::migrate_up`) or by the `coffer-migration` CLI. The same
-//! migrations run on SQLite and PostgreSQL; the few statements that the schema
-//! builder cannot express (partial unique indexes) are plain SQL that both accept.
+//! Coffer's database schema, one migration per table or later change, applied
+//! by the server on start (`Store::migrate_up`) or by the `coffer-migration`
+//! CLI. The same migrations run on SQLite and PostgreSQL; the few statements
+//! that the schema builder cannot express (partial unique indexes, an
+//! expression index, a backfill) are plain SQL that both accept. Shipped
+//! migrations are never edited: a change is a new migration.
 
 pub use sea_orm_migration::MigrationStatus;
 pub use sea_orm_migration::prelude::*;
@@ -13,6 +15,8 @@ mod m20261128_000004_idempotency_keys;
 mod m20261201_000005_bindings;
 mod m20261201_000006_audit_events;
 mod m20261201_000007_audit_heads;
+mod m20261205_000008_vaults;
+mod m20261205_000009_version_locations;
 
 /// Every migration, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_bindings::Migration),
             Box::new(m20261201_000006_audit_events::Migration),
             Box::new(m20261201_000007_audit_heads::Migration),
+            Box::new(m20261205_000008_vaults::Migration),
+            Box::new(m20261205_000009_version_locations::Migration),
         ]
     }
 }

@@ -154,8 +154,12 @@ impl TestServer {
             .await
             .unwrap();
         store.migrate_up().await.unwrap();
+        // AWS Secrets Manager with moto's dummy credentials and short
+        // timeouts; tests that use it start their own moto server.
         let providers = ProviderRegistry::builder()
             .register(Arc::new(LocalEncryptedProvider::new(keyring.clone())))
+            .unwrap()
+            .register(Arc::new(coffer_providers::testing::MotoServer::factory()))
             .unwrap()
             .build();
         let coffer = Coffer::new(store.clone(), providers, keyring.clone());

@@ -492,17 +492,50 @@ e2e_test!(
         );
         assert_eq!(reason(&status), "SECRET_ALREADY_EXISTS");
 
-        // Capabilities of later stages say so instead of pretending.
-        expect(
-            server
-                .vaults()
-                .list_vaults(v1::ListVaultsRequest {
-                    parent: PARENT.into(),
-                    ..Default::default()
+        // Vaults: a malformed id, a provider that does not exist, settings
+        // of another provider, and a vault that is not there.
+        let mut vaults = server.vaults();
+        for (vault_id, provider, config) in [
+            ("Not_An_Id", "local_encrypted", None),
+            ("ok-id", "no_such_provider", None),
+            (
+                "ok-id",
+                "local_encrypted",
+                Some(v1::vault::Config::AwsSecretsManager(Default::default())),
+            ),
+        ] {
+            let status = expect(
+                vaults
+                    .create_vault(v1::CreateVaultRequest {
+                        parent: PARENT.into(),
+                        vault_id: vault_id.into(),
+                        vault: Some(v1::Vault {
+                            provider: provider.into(),
+                            config,
+                            ..Default::default()
+                        }),
+                    })
+                    .await,
+                Code::InvalidArgument,
+            );
+            assert!(!violated_fields(&status).is_empty(), "{status:?}");
+        }
+        let status = expect(
+            vaults
+                .get_vault(v1::GetVaultRequest {
+                    name: format!("{PARENT}/vaults/missing"),
                 })
                 .await,
-            Code::Unimplemented,
+            Code::NotFound,
         );
+        assert_eq!(reason(&status), "VAULT_NOT_FOUND");
+        // A secret cannot be written into a vault that does not exist.
+        let mut missing_vault = create("in-missing-vault", b"v".to_vec());
+        missing_vault.secret = Some(v1::Secret {
+            vault: format!("{PARENT}/vaults/missing"),
+            ..Default::default()
+        });
+        expect(client.create_secret(missing_vault).await, Code::NotFound);
 
         let after = snapshot(&server).await;
         assert_eq!(before, after, "a refused request changed the database");

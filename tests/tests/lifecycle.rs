@@ -33,8 +33,7 @@ fn rotate(name: &str, value: &[u8], stage_only: bool) -> v1::RotateSecretRequest
         name: name.into(),
         source: Some(v1::rotate_secret_request::Source::Value(value.to_vec())),
         stage_only,
-        etag: String::new(),
-        request_id: String::new(),
+        ..Default::default()
     }
 }
 

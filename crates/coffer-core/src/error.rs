@@ -60,6 +60,14 @@ pub enum Reason {
     RequiredBindingsUnresolved,
     AuditUnavailable,
     VaultDisabled,
+    VaultNotFound,
+    VaultAlreadyExists,
+    /// No vault was named and the tenant has no default vault for the provider.
+    NoDefaultVault,
+    /// The deployment does not offer the requested provider.
+    ProviderNotConfigured,
+    /// A namespace guardrail refused a remote reference.
+    ProviderGuardrail,
     ProviderThrottled,
     ProviderUnavailable,
     ProviderAccessDenied,
@@ -96,6 +104,11 @@ impl Reason {
             Reason::RequiredBindingsUnresolved => "REQUIRED_BINDINGS_UNRESOLVED",
             Reason::AuditUnavailable => "AUDIT_UNAVAILABLE",
             Reason::VaultDisabled => "VAULT_DISABLED",
+            Reason::VaultNotFound => "VAULT_NOT_FOUND",
+            Reason::VaultAlreadyExists => "VAULT_ALREADY_EXISTS",
+            Reason::NoDefaultVault => "NO_DEFAULT_VAULT",
+            Reason::ProviderNotConfigured => "PROVIDER_NOT_CONFIGURED",
+            Reason::ProviderGuardrail => "PROVIDER_GUARDRAIL",
             Reason::ProviderThrottled => "PROVIDER_THROTTLED",
             Reason::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
             Reason::ProviderAccessDenied => "PROVIDER_ACCESS_DENIED",

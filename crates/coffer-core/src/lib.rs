@@ -16,5 +16,5 @@ pub mod record;
 pub mod validate;
 
 pub use error::{Error, ErrorCode, FieldViolation, Reason, Result};
-pub use name::{SecretKey, SecretName, TenantId, VersionName};
+pub use name::{SecretKey, SecretName, TenantId, VaultName, VersionName};
 pub use principal::Principal;

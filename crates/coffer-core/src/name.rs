@@ -174,6 +174,60 @@ impl fmt::Display for VersionName {
     }
 }
 
+/// The longest vault id.
+pub const VAULT_ID_MAX: usize = 63;
+
+/// `tenants/{tenant}/vaults/{vault}`; a vault id is
+/// `[a-z]([a-z0-9-]{0,61}[a-z0-9])?` (AIP-122 resource ids).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VaultName {
+    pub tenant: TenantId,
+    pub vault_id: String,
+}
+
+impl VaultName {
+    pub fn new(tenant: TenantId, vault_id: &str, field: &str) -> Result<Self> {
+        if is_vault_id(vault_id) {
+            Ok(VaultName {
+                tenant,
+                vault_id: vault_id.to_owned(),
+            })
+        } else {
+            Err(Error::invalid_field(
+                field,
+                "vault id must match [a-z]([a-z0-9-]{0,61}[a-z0-9])?",
+            ))
+        }
+    }
+
+    pub fn parse(raw: &str, field: &str) -> Result<Self> {
+        let parts: Vec<&str> = raw.split('/').collect();
+        match parts.as_slice() {
+            ["tenants", tenant, "vaults", vault] => {
+                Self::new(TenantId::parse(tenant, field)?, vault, field)
+            }
+            _ => Err(malformed(field, "tenants/{tenant}/vaults/{vault}")),
+        }
+    }
+}
+
+impl fmt::Display for VaultName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tenants/{}/vaults/{}", self.tenant, self.vault_id)
+    }
+}
+
+fn is_vault_id(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= VAULT_ID_MAX
+        && bytes[0].is_ascii_lowercase()
+        && !raw.ends_with('-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
 /// A positive decimal version number without sign or leading zeros.
 pub fn parse_version_number(raw: &str) -> Option<i64> {
     if raw.is_empty() || raw.len() > 18 || raw.starts_with('0') {
@@ -270,5 +324,25 @@ mod tests {
         assert_eq!(key(&"x".repeat(300)).unwrap().len(), 120);
         assert!(key("!!!").is_err());
         assert!(key("").is_err());
+    }
+
+    #[test]
+    fn vault_names() {
+        let name = VaultName::parse("tenants/acme/vaults/aws-prod", "vault").unwrap();
+        assert_eq!(name.vault_id, "aws-prod");
+        assert_eq!(name.to_string(), "tenants/acme/vaults/aws-prod");
+        for bad in [
+            "tenants/acme/vaults/",
+            "tenants/acme/vaults/Prod",
+            "tenants/acme/vaults/1prod",
+            "tenants/acme/vaults/prod-",
+            "tenants/acme/vaults/a_b",
+            "tenants/acme/secrets/x",
+            "tenants/acme/vaults/a/b",
+        ] {
+            assert!(VaultName::parse(bad, "vault").is_err(), "{bad}");
+        }
+        let long = format!("tenants/acme/vaults/{}", "a".repeat(64));
+        assert!(VaultName::parse(&long, "vault").is_err());
     }
 }

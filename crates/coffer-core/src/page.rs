@@ -48,7 +48,8 @@ pub fn decode(raw: &str, scope: &str, field: &str) -> Result<Option<String>> {
             "page_token is not valid for this request; start again without a page_token",
         )
     };
-    if raw.len() > 1024 {
+    // Generous: import tokens wrap a provider's own (long) continuation token.
+    if raw.len() > 4096 {
         return Err(invalid());
     }
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;

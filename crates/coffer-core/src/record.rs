@@ -102,6 +102,12 @@ pub struct VersionRecord {
     pub secret_uid: String,
     pub version: i64,
     pub state: VersionState,
+    /// The provider that stores this version's value. A secret moved to
+    /// another vault keeps its older versions where they were written.
+    pub provider: String,
+    /// The vault resource name this version lives in; empty for the
+    /// built-in local vault.
+    pub vault: String,
     pub provider_version_ref: String,
     /// The provider's opaque material (ciphertext or a remote pointer);
     /// `None` once destroyed.
@@ -128,6 +134,48 @@ pub fn etag(revision: i64) -> String {
 /// Checks a caller's optional etag against the current revision.
 pub fn etag_matches(given: &str, revision: i64) -> bool {
     given.is_empty() || given == etag(revision)
+}
+
+string_enum!(
+    /// Operational state of a vault.
+    VaultState { Ready => "ready", Warning => "warning", Disabled => "disabled" }
+);
+
+/// A configured provider instance of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRecord {
+    /// Server-assigned UUID.
+    pub uid: String,
+    pub tenant: TenantId,
+    /// The `{vault}` of `tenants/{t}/vaults/{vault}`.
+    pub vault_id: String,
+    /// Provider id, e.g. `aws_secrets_manager`.
+    pub provider: String,
+    pub display_name: String,
+    pub state: VaultState,
+    /// At most one default per tenant and provider, never a disabled vault.
+    pub is_default: bool,
+    /// The provider's settings as a JSON object (never credentials).
+    pub config: String,
+    /// The last health check: `ok` / `failing`, empty before the first.
+    pub health_status: String,
+    pub health_message: String,
+    pub health_check_time: Option<UnixMicros>,
+    pub create_time: UnixMicros,
+    pub update_time: UnixMicros,
+    pub disable_time: Option<UnixMicros>,
+    pub revision: i64,
+}
+
+impl VaultRecord {
+    /// `tenants/{t}/vaults/{vault}`.
+    pub fn name(&self) -> String {
+        format!("tenants/{}/vaults/{}", self.tenant, self.vault_id)
+    }
+
+    pub fn etag(&self) -> String {
+        etag(self.revision)
+    }
 }
 
 /// Who may consume which secret, at which config path.

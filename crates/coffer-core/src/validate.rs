@@ -14,6 +14,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 2048;
 pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_VALUE_CHARS: usize = 256;
 pub const MAX_EXTERNAL_REF_CHARS: usize = 2048;
+/// Longest remote version id (AWS VersionIds are 32–64 characters).
+pub const MAX_VERSION_REF_CHARS: usize = 256;
 /// The largest page any list returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -129,6 +131,39 @@ pub fn recovery_window_days(raw: i32, field: &str) -> Result<i64> {
     }
 }
 
+/// A remote secret's reference (an ARN or a name): required, bounded, no
+/// whitespace or control characters.
+pub fn external_ref(raw: &str, field: &str) -> Result<()> {
+    if raw.is_empty() {
+        return Err(Error::invalid_field(
+            field,
+            "give the remote secret's reference (e.g. an AWS secret ARN or name)",
+        ));
+    }
+    remote_id(raw, MAX_EXTERNAL_REF_CHARS, field)
+}
+
+/// An optional remote version id to pin.
+pub fn version_ref(raw: &str, field: &str) -> Result<()> {
+    remote_id(raw, MAX_VERSION_REF_CHARS, field)
+}
+
+fn remote_id(raw: &str, max: usize, field: &str) -> Result<()> {
+    if raw.chars().count() > max {
+        return Err(Error::invalid_field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid_field(
+            field,
+            "must not contain whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Which version a resolve asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionSelector {
@@ -153,6 +188,46 @@ impl VersionSelector {
                 }),
         }
     }
+}
+
+/// Fragments of setting names that hold credentials. Vault configuration
+/// never carries credentials (providers use their platform's default chain),
+/// so a setting whose name contains one is refused rather than stored.
+const CREDENTIAL_KEY_FRAGMENTS: [&str; 13] = [
+    "access_key",
+    "secret_key",
+    "secret_access",
+    "session_token",
+    "token",
+    "password",
+    "passwd",
+    "private_key",
+    "credential",
+    "api_key",
+    "apikey",
+    "client_secret",
+    "auth",
+];
+
+/// Whether a configuration key names a credential (`aws_secret_access_key`,
+/// `token`, `privateKey`, `db-password`, …). Case, `-` and `.` are ignored,
+/// and camelCase is split, so spellings of one name all match.
+pub fn is_credential_like_key(key: &str) -> bool {
+    let mut normalized = String::with_capacity(key.len() + 4);
+    let mut previous_lower = false;
+    for ch in key.chars() {
+        if ch.is_uppercase() && previous_lower {
+            normalized.push('_');
+        }
+        previous_lower = ch.is_lowercase() || ch.is_ascii_digit();
+        match ch {
+            '-' | '.' | ' ' => normalized.push('_'),
+            _ => normalized.extend(ch.to_lowercase()),
+        }
+    }
+    CREDENTIAL_KEY_FRAGMENTS
+        .iter()
+        .any(|fragment| normalized.contains(fragment))
 }
 
 fn bounded_text(raw: &str, max: usize, field: &str) -> Result<()> {
@@ -230,5 +305,50 @@ mod tests {
         assert!(recovery_window_days(31, "r").is_err());
         assert_eq!(page_size(5000, "p").unwrap(), MAX_PAGE_SIZE);
         assert!(page_size(-1, "p").is_err());
+    }
+
+    #[test]
+    fn remote_references() {
+        assert!(external_ref("arn:aws:secretsmanager:us-east-1:1:secret:a-AbCdEf", "f").is_ok());
+        assert!(external_ref("", "f").is_err());
+        assert!(external_ref("a b", "f").is_err());
+        assert!(external_ref(&"a".repeat(2049), "f").is_err());
+        assert!(version_ref("", "f").is_ok());
+        assert!(version_ref("\n", "f").is_err());
+        assert!(version_ref(&"v".repeat(257), "f").is_err());
+    }
+
+    #[test]
+    fn credential_like_keys() {
+        for key in [
+            "aws_secret_access_key",
+            "AWS_ACCESS_KEY_ID",
+            "accessKeyId",
+            "secretAccessKey",
+            "session-token",
+            "token",
+            "password",
+            "db.password",
+            "privateKey",
+            "private_key_pem",
+            "credentials",
+            "api_key",
+            "clientSecret",
+            "authorization",
+        ] {
+            assert!(is_credential_like_key(key), "{key} should be refused");
+        }
+        for key in [
+            "region",
+            "endpoint_url",
+            "name_prefix",
+            "namespace",
+            "kms_key_id",
+            "owner_tag",
+            "environment_tag",
+            "recovery_window_days",
+        ] {
+            assert!(!is_credential_like_key(key), "{key} should be accepted");
+        }
     }
 }

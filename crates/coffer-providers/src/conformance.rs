@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::provider::SecretProvider;
-use crate::types::{SecretValue, StoredVersion, VersionContext};
+use crate::types::{RemoveMode, SecretValue, StoredVersion, VersionContext};
 
 /// Knobs for [`run_suite_with`].
 #[derive(Debug, Clone)]
@@ -53,6 +53,8 @@ pub async fn run_suite_with(provider: Arc<dyn SecretProvider>, options: SuiteOpt
     suite.round_trips_binary_values().await;
     suite.versions_keep_their_own_values().await;
     suite.resolve_many_keeps_request_order().await;
+    suite.retried_put_is_idempotent().await;
+    suite.removal_is_idempotent().await;
     if options.expect_context_binding {
         suite.other_context_fails().await;
     }
@@ -203,6 +205,77 @@ impl Suite {
             "conformance [{}]: resolve_many of nothing must return nothing",
             self.id
         );
+    }
+
+    /// A write retried after a lost answer (same version, same value) must
+    /// not fail, and both answers must resolve to the value; a provider
+    /// that reports its own version id reports the same one both times.
+    async fn retried_put_is_idempotent(&self) {
+        let ctx = self
+            .ctx("retried", 1)
+            .with_secret_uid(format!("{}-retried-uid", self.tenant));
+        let value = b"written twice";
+        let first = self.put(&ctx, value, "the first attempt").await;
+        let second = self.put(&ctx, value, "a retried attempt").await;
+        assert_eq!(
+            first.provider_version_ref, second.provider_version_ref,
+            "conformance [{}]: a retried write created another provider version",
+            self.id
+        );
+        for (what, stored) in [("the first attempt", &first), ("the retry", &second)] {
+            let resolved = self.resolve(&ctx, stored, what).await;
+            assert!(
+                resolved.expose() == value,
+                "conformance [{}]: {what} does not resolve to the written value",
+                self.id
+            );
+        }
+    }
+
+    /// Removing twice, restoring twice and purging twice all succeed, and a
+    /// restored secret resolves again.
+    async fn removal_is_idempotent(&self) {
+        let ctx = self.ctx("removable", 1);
+        let stored = self
+            .put(&ctx, b"removable value", "a removable version")
+            .await;
+        let archive = RemoveMode::Archive {
+            recovery_window_days: 7,
+        };
+        for (step, result) in [
+            (
+                "archive",
+                self.provider.remove_secret(&ctx, &stored, archive).await,
+            ),
+            (
+                "archive again",
+                self.provider.remove_secret(&ctx, &stored, archive).await,
+            ),
+            ("restore", self.provider.restore_secret(&ctx, &stored).await),
+            (
+                "restore again",
+                self.provider.restore_secret(&ctx, &stored).await,
+            ),
+        ] {
+            if let Err(err) = result {
+                panic!("conformance [{}]: {step} failed: {err:?}", self.id);
+            }
+        }
+        let restored = self.resolve(&ctx, &stored, "a restored version").await;
+        assert!(
+            restored.expose() == b"removable value",
+            "conformance [{}]: a restored version lost its value",
+            self.id
+        );
+        for step in ["purge", "purge again"] {
+            if let Err(err) = self
+                .provider
+                .remove_secret(&ctx, &stored, RemoveMode::Delete)
+                .await
+            {
+                panic!("conformance [{}]: {step} failed: {err:?}", self.id);
+            }
+        }
     }
 
     async fn other_context_fails(&self) {

@@ -14,6 +14,7 @@
 //! | Unavailable | UNAVAILABLE | PROVIDER_UNAVAILABLE | transient; retry with backoff |
 //! | Provider | INTERNAL | PROVIDER_ERROR | unexpected (e.g. undecryptable stored material); details only in the log |
 //! | Unsupported | UNIMPLEMENTED | NOT_IMPLEMENTED | the vault's provider does not offer this operation |
+//! | Guardrail | FAILED_PRECONDITION | PROVIDER_GUARDRAIL | a namespace guardrail refused the reference (an external ref inside Coffer's managed namespace, or a managed ref that drifted outside it) |
 
 use std::fmt;
 
@@ -30,6 +31,7 @@ pub enum ProviderErrorKind {
     Unavailable,
     Provider,
     Unsupported,
+    Guardrail,
 }
 
 impl ProviderErrorKind {
@@ -44,6 +46,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Unavailable => "unavailable",
             ProviderErrorKind::Provider => "provider_error",
             ProviderErrorKind::Unsupported => "unsupported",
+            ProviderErrorKind::Guardrail => "guardrail",
         }
     }
 
@@ -64,6 +67,9 @@ impl ProviderErrorKind {
             ProviderErrorKind::Unavailable => (ErrorCode::Unavailable, Reason::ProviderUnavailable),
             ProviderErrorKind::Provider => (ErrorCode::Internal, Reason::ProviderError),
             ProviderErrorKind::Unsupported => (ErrorCode::Unimplemented, Reason::NotImplemented),
+            ProviderErrorKind::Guardrail => {
+                (ErrorCode::FailedPrecondition, Reason::ProviderGuardrail)
+            }
         }
     }
 
@@ -134,6 +140,10 @@ impl ProviderError {
         Self::new(ProviderErrorKind::Unavailable, message)
     }
 
+    pub fn guardrail(message: impl Into<String>) -> Self {
+        Self::new(ProviderErrorKind::Guardrail, message)
+    }
+
     pub fn provider(message: impl Into<String>) -> Self {
         Self::new(ProviderErrorKind::Provider, message)
     }
@@ -198,6 +208,7 @@ mod tests {
             ProviderErrorKind::Unavailable,
             ProviderErrorKind::Provider,
             ProviderErrorKind::Unsupported,
+            ProviderErrorKind::Guardrail,
         ];
         let expected = [
             (ErrorCode::PermissionDenied, Reason::ProviderAccessDenied),
@@ -208,6 +219,7 @@ mod tests {
             (ErrorCode::Unavailable, Reason::ProviderUnavailable),
             (ErrorCode::Internal, Reason::ProviderError),
             (ErrorCode::Unimplemented, Reason::NotImplemented),
+            (ErrorCode::FailedPrecondition, Reason::ProviderGuardrail),
         ];
         for (kind, (code, reason)) in kinds.into_iter().zip(expected) {
             let core: Error = ProviderError::new(kind, "msg").into();

@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use coffer_crypto::{CryptoError, Keyring, SealedValue};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ConfigViolation, VaultConfig};
 use crate::error::ProviderError;
-use crate::provider::SecretProvider;
+use crate::provider::{ProviderFactory, SecretProvider};
 use crate::types::{
     ProviderDescriptor, ProviderHealth, RemoveMode, SecretValue, StoredVersion, VersionContext,
 };
@@ -24,6 +25,16 @@ use crate::types::{
 pub const PROVIDER_ID: &str = "local_encrypted";
 /// Scheme tag of the material this provider writes.
 pub const SCHEME: &str = "local_encrypted/v1";
+
+/// What this provider is and can do.
+pub const DESCRIPTOR: ProviderDescriptor = ProviderDescriptor {
+    id: PROVIDER_ID,
+    label: "Built-in encrypted store",
+    supports_managed_values: true,
+    supports_external_references: false,
+    supports_remote_listing: false,
+    supports_batch_resolve: false,
+};
 
 /// The built-in encrypted store.
 #[derive(Debug, Clone)]
@@ -73,17 +84,45 @@ impl LocalEncryptedProvider {
     }
 }
 
+/// Every local_encrypted vault shares the deployment's keyring, so the
+/// factory hands out itself.
+#[async_trait]
+impl ProviderFactory for LocalEncryptedProvider {
+    fn descriptor(&self) -> ProviderDescriptor {
+        DESCRIPTOR
+    }
+
+    fn validate_config(&self, config: &VaultConfig) -> Result<Vec<String>, Vec<ConfigViolation>> {
+        match config {
+            VaultConfig::LocalEncrypted => Ok(Vec::new()),
+            other => Err(vec![ConfigViolation::new(
+                "config",
+                format!(
+                    "a local_encrypted vault takes local_encrypted settings, not {}",
+                    other.provider_id()
+                ),
+            )]),
+        }
+    }
+
+    async fn connect(
+        &self,
+        config: &VaultConfig,
+    ) -> Result<Arc<dyn SecretProvider>, ProviderError> {
+        match config {
+            VaultConfig::LocalEncrypted => Ok(Arc::new(self.clone())),
+            other => Err(ProviderError::invalid_request(format!(
+                "a local_encrypted vault cannot use {} settings",
+                other.provider_id()
+            ))),
+        }
+    }
+}
+
 #[async_trait]
 impl SecretProvider for LocalEncryptedProvider {
     fn descriptor(&self) -> ProviderDescriptor {
-        ProviderDescriptor {
-            id: PROVIDER_ID,
-            label: "Built-in encrypted store",
-            supports_managed_values: true,
-            supports_external_references: false,
-            supports_remote_listing: false,
-            supports_batch_resolve: false,
-        }
+        DESCRIPTOR
     }
 
     async fn put_value(
@@ -112,8 +151,18 @@ impl SecretProvider for LocalEncryptedProvider {
     }
 
     /// Nothing to do here: the material lives in Coffer's own database, and
-    /// the caller deletes (or keeps, for `Archive`) the row that holds it.
-    async fn remove(
+    /// the caller drops it from the version's row.
+    async fn destroy_version(
+        &self,
+        _ctx: &VersionContext,
+        _stored: &StoredVersion,
+    ) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Nothing to do here either: the caller keeps (soft delete) or drops
+    /// (purge) the rows that hold the material.
+    async fn remove_secret(
         &self,
         _ctx: &VersionContext,
         _stored: &StoredVersion,

@@ -12,6 +12,10 @@ pub struct VersionContext {
     pub tenant: String,
     pub key: String,
     pub version: i64,
+    /// The secret's server-assigned uid (differs between two secrets that
+    /// reused a key). Providers derive idempotency tokens from it; empty when
+    /// the caller has none.
+    pub secret_uid: String,
 }
 
 impl VersionContext {
@@ -20,7 +24,13 @@ impl VersionContext {
             tenant: tenant.into(),
             key: key.into(),
             version,
+            secret_uid: String::new(),
         }
+    }
+
+    pub fn with_secret_uid(mut self, uid: impl Into<String>) -> Self {
+        self.secret_uid = uid.into();
+        self
     }
 
     /// Associated data naming this version: `{tenant}/{key}/{version}`.
@@ -98,13 +108,47 @@ pub struct ProviderDescriptor {
     pub supports_batch_resolve: bool,
 }
 
-/// How [`crate::SecretProvider::remove`] removes a version.
+/// How [`crate::SecretProvider::remove_secret`] removes a remote secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoveMode {
-    /// Keep the remote data recoverable (e.g. a recovery window).
-    Archive,
-    /// Remove it for good.
+    /// Keep it recoverable for this many days (a soft delete).
+    Archive { recovery_window_days: i64 },
+    /// Remove it for good (a purge).
     Delete,
+}
+
+/// What [`crate::SecretProvider::link_external`] stored, and the remote
+/// secret's canonical reference (e.g. its ARN, whatever form was given), so
+/// the same remote secret is recognised however it was named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedExternal {
+    pub stored: StoredVersion,
+    pub external_ref: String,
+}
+
+/// One remote secret that could be imported by reference. Safe metadata
+/// only: no value, no tag contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSecret {
+    /// Canonical reference (the AWS ARN).
+    pub external_ref: String,
+    /// The remote name (e.g. `prod/db/password`).
+    pub name: String,
+    pub create_time: Option<i64>,
+    pub last_changed_time: Option<i64>,
+    pub last_accessed_time: Option<i64>,
+    pub tag_count: usize,
+    /// Inside the provider's own managed namespace: a guardrail refuses to
+    /// link it as an external reference.
+    pub guarded: bool,
+}
+
+/// One page of [`crate::SecretProvider::list_remote`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemotePage {
+    pub secrets: Vec<RemoteSecret>,
+    /// `None` on the last page.
+    pub next_page_token: Option<String>,
 }
 
 /// Result of a provider health check. `message` is safe to show to admins.

@@ -23,7 +23,7 @@ async fn local_encrypted_passes_the_suite() {
 #[tokio::test]
 async fn local_encrypted_passes_the_suite_through_the_registry() {
     let registry = coffer_providers::ProviderRegistry::for_test();
-    let provider = registry.get("local_encrypted").unwrap();
+    let provider = registry.builtin().await.unwrap();
     run_suite_with(
         provider,
         SuiteOptions {
@@ -41,7 +41,7 @@ struct IgnoresContext(LocalEncryptedProvider);
 #[async_trait::async_trait]
 impl SecretProvider for IgnoresContext {
     fn descriptor(&self) -> coffer_providers::ProviderDescriptor {
-        self.0.descriptor()
+        SecretProvider::descriptor(&self.0)
     }
     async fn put_value(
         &self,
@@ -61,13 +61,20 @@ impl SecretProvider for IgnoresContext {
             .resolve(&VersionContext::new("x", "x", 1), stored)
             .await
     }
-    async fn remove(
+    async fn destroy_version(
+        &self,
+        ctx: &VersionContext,
+        stored: &StoredVersion,
+    ) -> Result<(), coffer_providers::ProviderError> {
+        self.0.destroy_version(ctx, stored).await
+    }
+    async fn remove_secret(
         &self,
         ctx: &VersionContext,
         stored: &StoredVersion,
         mode: RemoveMode,
     ) -> Result<(), coffer_providers::ProviderError> {
-        self.0.remove(ctx, stored, mode).await
+        self.0.remove_secret(ctx, stored, mode).await
     }
     async fn health_check(&self) -> coffer_providers::ProviderHealth {
         self.0.health_check().await
@@ -186,7 +193,22 @@ async fn unsupported_operations_and_remove() {
     assert_eq!(err.kind, ProviderErrorKind::Unsupported);
     assert!(err.message.contains("local_encrypted"), "{}", err.message);
     let stored = p.put_value(&ctx, b"v").await.unwrap();
-    p.remove(&ctx, &stored, RemoveMode::Delete).await.unwrap();
+    p.destroy_version(&ctx, &stored).await.unwrap();
+    p.remove_secret(&ctx, &stored, RemoveMode::Delete)
+        .await
+        .unwrap();
+    p.remove_secret(
+        &ctx,
+        &stored,
+        RemoveMode::Archive {
+            recovery_window_days: 7,
+        },
+    )
+    .await
+    .unwrap();
+    p.restore_secret(&ctx, &stored).await.unwrap();
+    let remote = p.list_remote("", 10, None).await.unwrap_err();
+    assert_eq!(remote.kind, ProviderErrorKind::Unsupported);
     let health = p.health_check().await;
     assert!(health.ok, "{}", health.message);
     assert!(health.message.contains("kek-1"));

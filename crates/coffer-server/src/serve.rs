@@ -199,6 +199,7 @@ pub async fn serve(
     );
     let vaults = InterceptedService::new(
         VaultServiceServer::new(VaultsApi::new(
+            coffer.clone(),
             Authorizer::new(options.policy.clone()).with_audit(coffer.audit_writer()),
         ))
         .max_decoding_message_size(options.max_decoding_message_size)

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use crate::entity::secret_label;
+use crate::secrets::IN_CHUNK;
 
-/// The labels of every given secret, in one `IN` query.
+/// The labels of every given secret, in one `IN` query per chunk of uids.
 pub(crate) async fn load(
     conn: &impl ConnectionTrait,
     uids: &[&str],
@@ -16,14 +17,16 @@ pub(crate) async fn load(
     if uids.is_empty() {
         return Ok(out);
     }
-    let rows = secret_label::Entity::find()
-        .filter(secret_label::Column::SecretUid.is_in(uids.iter().copied()))
-        .all(conn)
-        .await?;
-    for row in rows {
-        out.entry(row.secret_uid)
-            .or_default()
-            .insert(row.key, row.value);
+    for chunk in uids.chunks(IN_CHUNK) {
+        let rows = secret_label::Entity::find()
+            .filter(secret_label::Column::SecretUid.is_in(chunk.iter().copied()))
+            .all(conn)
+            .await?;
+        for row in rows {
+            out.entry(row.secret_uid)
+                .or_default()
+                .insert(row.key, row.value);
+        }
     }
     Ok(out)
 }

@@ -18,6 +18,7 @@ mod secrets;
 mod secrets_tx;
 pub mod testing;
 mod tx;
+mod vaults;
 mod versions;
 
 pub use audit::AuditFilter;

@@ -1,9 +1,10 @@
-//! Reading secrets: lookups by name and uid, the ListSecrets page query and
-//! the reaper's scan, plus the conversions between rows and
-//! [`SecretRecord`]s. "Visible" means not purged (`purged_time IS NULL`);
-//! purged rows remain as tombstones, reachable only by uid.
+//! Reading secrets: lookups by name and uid, the batch lookups behind remote
+//! import's duplicate checks, the ListSecrets page query and the reaper's
+//! scan, plus the conversions between rows and [`SecretRecord`]s. "Visible"
+//! means not purged (`purged_time IS NULL`); purged rows remain as
+//! tombstones, reachable only by uid.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use coffer_core::filter::SecretFilter;
 use coffer_core::record::{SecretMode, SecretRecord, SecretState, UnixMicros};
@@ -11,7 +12,8 @@ use coffer_core::{Result, SecretKey, TenantId};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder,
+    QuerySelect, Select,
 };
 
 use crate::conn::Store;
@@ -20,6 +22,15 @@ use crate::error::{corrupt, db_err};
 use crate::labels;
 
 const TABLE: &str = "secrets";
+
+/// Values per `IN (…)`: well below every backend's bound-parameter limit.
+pub(crate) const IN_CHUNK: usize = 500;
+
+/// The indexed expression of `ix_secrets_tenant_external_ref` (migration 9),
+/// verbatim: both planners use an expression index only for the same text,
+/// with literal arguments.
+const EXTERNAL_REF_PREFIX: &str = "substr(external_ref, 1, 256)";
+const EXTERNAL_REF_PREFIX_CHARS: usize = 256;
 
 impl Store {
     /// The visible secret `tenant/key`, with its labels.
@@ -85,6 +96,56 @@ impl Store {
         with_labels(&self.read, rows).await
     }
 
+    /// The tenant's visible secrets (soft-deleted included) whose external
+    /// reference is one of `refs`, in key order: remote import's check for
+    /// references that are already imported.
+    pub async fn secrets_by_external_refs(
+        &self,
+        tenant: &TenantId,
+        refs: &[String],
+    ) -> Result<Vec<SecretRecord>> {
+        find_any_of(&self.read, tenant, refs, |chunk| {
+            // The prefix condition lets the expression index seek; the exact
+            // comparison decides. Rust and both databases count characters alike.
+            let prefixes = chunk.iter().map(|r| {
+                r.chars()
+                    .take(EXTERNAL_REF_PREFIX_CHARS)
+                    .collect::<String>()
+            });
+            Condition::all()
+                .add(Expr::cust(EXTERNAL_REF_PREFIX).is_in(prefixes))
+                .add(secret::Column::ExternalRef.is_in(chunk.iter().copied()))
+        })
+        .await
+    }
+
+    /// The tenant's visible secrets (soft-deleted included) holding one of
+    /// `keys`, in key order.
+    pub async fn secrets_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[SecretKey],
+    ) -> Result<Vec<SecretRecord>> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        find_any_of(&self.read, tenant, &keys, |chunk| {
+            Condition::all().add(secret::Column::Key.is_in(chunk.iter().copied()))
+        })
+        .await
+    }
+
+    /// The tenant's visible secrets (soft-deleted included) using one of
+    /// `names` as display name, in key order.
+    pub async fn secrets_by_display_names(
+        &self,
+        tenant: &TenantId,
+        names: &[String],
+    ) -> Result<Vec<SecretRecord>> {
+        find_any_of(&self.read, tenant, names, |chunk| {
+            Condition::all().add(secret::Column::DisplayName.is_in(chunk.iter().copied()))
+        })
+        .await
+    }
+
     /// Deleted secrets whose purge time has come, soonest first.
     pub async fn secrets_due_for_purge(
         &self,
@@ -144,7 +205,39 @@ pub(crate) async fn find_visible(
     }
 }
 
-/// Converts rows into records, loading all their labels in one query.
+/// The tenant's visible secrets matching `matches` for any of `values`, in
+/// key order. Values are deduplicated, so each row matches in one chunk only.
+async fn find_any_of<F>(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    values: &[String],
+    matches: F,
+) -> Result<Vec<SecretRecord>>
+where
+    F: Fn(&[&str]) -> Condition,
+{
+    let values: Vec<&str> = values
+        .iter()
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut rows = Vec::new();
+    for chunk in values.chunks(IN_CHUNK) {
+        let found = visible()
+            .filter(secret::Column::Tenant.eq(tenant.as_str()))
+            .filter(matches(chunk))
+            .all(conn)
+            .await
+            .map_err(db_err)?;
+        rows.extend(found);
+    }
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    with_labels(conn, rows).await
+}
+
+/// Converts rows into records, loading their labels in one query per
+/// [`IN_CHUNK`] rows.
 pub(crate) async fn with_labels(
     conn: &impl ConnectionTrait,
     rows: Vec<secret::Model>,

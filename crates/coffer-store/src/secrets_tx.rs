@@ -11,7 +11,7 @@ use crate::bindings;
 use crate::entity::{secret, secret_version};
 use crate::error::{db_err, secret_exists};
 use crate::labels;
-use crate::secrets::{find_visible, mutable_columns, new_row, visible};
+use crate::secrets::{IN_CHUNK, find_visible, mutable_columns, new_row, visible};
 use crate::tx::WriteTx;
 
 impl WriteTx {
@@ -137,7 +137,7 @@ impl WriteTx {
         secret_uids: &[String],
         time: UnixMicros,
     ) -> Result<()> {
-        for chunk in secret_uids.chunks(UID_CHUNK) {
+        for chunk in secret_uids.chunks(IN_CHUNK) {
             secret::Entity::update_many()
                 .col_expr(secret::Column::LastResolveTime, Expr::val(time))
                 .filter(secret::Column::Uid.is_in(chunk.iter().map(String::as_str)))
@@ -153,6 +153,3 @@ impl WriteTx {
         Ok(())
     }
 }
-
-/// Uids per `IN (…)`: well below every backend's bound-parameter limit.
-const UID_CHUNK: usize = 500;

@@ -1,6 +1,7 @@
 //! [`WriteTx`]: one transaction on the write pool. Its methods live with the
 //! repository of the table they touch (`secrets_tx.rs`, `versions.rs`,
-//! `idempotency.rs`, `bindings.rs`, `audit.rs`); a dropped `WriteTx` rolls back.
+//! `idempotency.rs`, `bindings.rs`, `audit.rs`, `vaults.rs`); a dropped
+//! `WriteTx` rolls back.
 //!
 //! A statement that fails inside a PostgreSQL transaction aborts it, and a
 //! later COMMIT silently rolls back. So a `WriteTx` remembers that one of its

@@ -1,6 +1,8 @@
 //! Secret versions: reads on the store (newest-first pages, the rewrap scan)
 //! and writes inside a [`WriteTx`] (insert, optimistic state change, material
-//! replacement for rewrap).
+//! replacement for rewrap). A version's provider and vault are written once,
+//! at insert: a secret moved to another vault leaves its older versions where
+//! they are.
 
 use coffer_core::record::{VersionRecord, VersionState};
 use coffer_core::{Error, ErrorCode, Reason, Result};
@@ -81,6 +83,8 @@ impl WriteTx {
             create_time: Set(v.create_time),
             created_by: Set(v.created_by.clone()),
             fingerprint: Set(v.fingerprint.clone()),
+            provider: Set(v.provider.clone()),
+            vault: Set(v.vault.clone()),
             ..mutable_columns(v)
         };
         secret_version::Entity::insert(row)
@@ -183,6 +187,8 @@ fn mutable_columns(v: &VersionRecord) -> secret_version::ActiveModel {
         secret_uid: NotSet,
         version: NotSet,
         state: Set(v.state.as_str().to_owned()),
+        provider: NotSet,
+        vault: NotSet,
         provider_version_ref: Set(v.provider_version_ref.clone()),
         material: Set(v.material.clone()),
         fingerprint: NotSet,
@@ -199,6 +205,8 @@ fn to_record(row: secret_version::Model) -> Result<VersionRecord> {
             .ok_or_else(|| corrupt("secret_versions", "state"))?,
         secret_uid: row.secret_uid,
         version: row.version,
+        provider: row.provider,
+        vault: row.vault,
         provider_version_ref: row.provider_version_ref,
         material: row.material,
         fingerprint: row.fingerprint,

@@ -21,6 +21,8 @@ pub(crate) struct Config {
     pub(crate) database: DatabaseSection,
     #[serde(default)]
     pub(crate) keys: KeysSection,
+    #[serde(default)]
+    pub(crate) providers: ProvidersSection,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -57,6 +59,57 @@ pub(crate) struct KeysSection {
     pub(crate) keyring_file: Option<PathBuf>,
 }
 
+/// Which optional providers this deployment offers, and their client
+/// settings. The built-in `local_encrypted` provider is always on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProvidersSection {
+    #[serde(default)]
+    pub(crate) aws_secrets_manager: AwsSection,
+}
+
+/// `[providers.aws_secrets_manager]`. Credentials never go here: the server
+/// uses the AWS default credential chain (environment, profile, instance or
+/// task role). Region and endpoint are per vault.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AwsSection {
+    pub(crate) enabled: bool,
+    pub(crate) connect_timeout_ms: u64,
+    pub(crate) operation_timeout_ms: u64,
+    /// Attempts per call, first included (standard retry mode, with backoff).
+    pub(crate) max_attempts: u32,
+}
+
+impl Default for AwsSection {
+    fn default() -> Self {
+        AwsSection {
+            enabled: true,
+            connect_timeout_ms: 3_000,
+            operation_timeout_ms: 10_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+impl AwsSection {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=60_000).contains(&self.connect_timeout_ms),
+            "providers.aws_secrets_manager.connect_timeout_ms must be 1 to 60000"
+        );
+        anyhow::ensure!(
+            (1..=300_000).contains(&self.operation_timeout_ms),
+            "providers.aws_secrets_manager.operation_timeout_ms must be 1 to 300000"
+        );
+        anyhow::ensure!(
+            (1..=10).contains(&self.max_attempts),
+            "providers.aws_secrets_manager.max_attempts must be 1 to 10"
+        );
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads and parses a config file, resolving its relative paths.
     pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
@@ -85,6 +138,7 @@ impl Config {
         if let Some(keyring) = &mut config.keys.keyring_file {
             resolve(keyring);
         }
+        config.providers.aws_secrets_manager.check()?;
         Ok(config)
     }
 }
@@ -108,6 +162,9 @@ mod tests {
         url = "postgres://coffer@db/coffer"
         [keys]
         keyring_file = "master.key"
+        [providers.aws_secrets_manager]
+        enabled = true
+        operation_timeout_ms = 2000
     "#;
 
     #[test]
@@ -125,6 +182,37 @@ mod tests {
             Path::new("/srv/coffer/master.key")
         );
         assert_eq!(config.server.listen, Some("0.0.0.0:50051".parse().unwrap()));
+        let aws = config.providers.aws_secrets_manager;
+        assert!(aws.enabled);
+        assert_eq!(aws.operation_timeout_ms, 2000);
+        assert_eq!(
+            aws.connect_timeout_ms, 3000,
+            "unset keys keep their default"
+        );
+    }
+
+    #[test]
+    fn provider_settings_are_checked() {
+        let base = Path::new(".");
+        let err = Config::parse(
+            "[providers.aws_secrets_manager]\noperation_timeout_ms = 0",
+            base,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("operation_timeout_ms"),
+            "{err:#}"
+        );
+        let err = Config::parse(
+            "[providers.aws_secrets_manager]\naws_secret_access_key = \"x\"",
+            base,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("aws_secret_access_key"),
+            "{err:#}"
+        );
+        assert!(Config::parse("[providers.gcp]\n", base).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `coffer` binary: parses the command line and dispatches to the server
-//! (`serve`), the key and migration tools, or the gRPC client (`secrets`).
+//! (`serve`), the key and migration tools, or the gRPC client (`secrets`,
+//! `bindings`, `vaults`, `import`, …).
 //! Every failure is printed as `error: …` on stderr with exit code 1.
 
 mod client;
@@ -36,6 +37,10 @@ enum Command {
     ResolveBindings(Box<client::resolve_bindings::ResolveBindingsArgs>),
     /// List, verify and export the tenant's audit trail.
     Audit(Box<client::audit::AuditArgs>),
+    /// Manage vaults: configured provider instances (AWS Secrets Manager, the built-in store).
+    Vaults(Box<client::vaults::VaultsArgs>),
+    /// Import secrets that already live in a remote vault, by reference.
+    Import(Box<client::import::ImportArgs>),
     /// Development helpers (`coffer dev certs`).
     #[command(subcommand)]
     Dev(dev_certs::DevCommand),
@@ -56,6 +61,8 @@ async fn main() -> ExitCode {
         Command::Bindings(args) => client::bindings::run(*args).await,
         Command::ResolveBindings(args) => client::resolve_bindings::run(*args).await,
         Command::Audit(args) => client::audit::run(*args).await,
+        Command::Vaults(args) => client::vaults::run(*args).await,
+        Command::Import(args) => client::import::run(*args).await,
         Command::Dev(cmd) => dev_certs::run(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Migrate(cmd) => migrate::run(cmd).await,

@@ -12,9 +12,11 @@ use coffer_proto::v1::{
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde::Serialize;
 
-// Tables of bindings and audit events live in their own files.
+// Tables of bindings, audit events, vaults and imports live in their own files.
 mod audit;
 mod bindings;
+mod import;
+mod vaults;
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

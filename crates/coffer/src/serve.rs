@@ -4,17 +4,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use coffer_crypto::Keyring;
 use coffer_providers::ProviderRegistry;
+use coffer_providers::aws_secrets_manager::{AwsProviderOptions, AwsSecretsManagerFactory};
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use crate::config::{Config, ProvidersSection};
 use crate::storage::StorageArgs;
 
 /// Where `coffer serve` listens when neither the flag nor the config says.
@@ -50,6 +53,7 @@ struct Plan {
     storage: StorageArgs,
     /// `None` in dev mode.
     mtls: Option<MtlsFiles>,
+    providers: ProvidersSection,
 }
 
 fn plan(args: &ServeArgs) -> anyhow::Result<Plan> {
@@ -69,6 +73,7 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Plan> {
     if storage.keyring.is_none() {
         storage.keyring = config.keys.keyring_file.clone();
     }
+    let providers = config.providers;
     let mtls = match (args.dev, config.tls, config.authz) {
         (true, None, None) => {
             if !listen.ip().is_loopback() {
@@ -100,7 +105,27 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Plan> {
         listen,
         storage,
         mtls,
+        providers,
     })
+}
+
+/// The providers this deployment offers: the built-in store always, AWS
+/// Secrets Manager unless `[providers.aws_secrets_manager] enabled = false`.
+fn registry(keyring: &Arc<Keyring>, config: &ProvidersSection) -> anyhow::Result<ProviderRegistry> {
+    let mut builder = ProviderRegistry::builder()
+        .register(Arc::new(LocalEncryptedProvider::new(keyring.clone())))?;
+    let aws = &config.aws_secrets_manager;
+    if aws.enabled {
+        builder = builder.register(Arc::new(AwsSecretsManagerFactory::new(
+            AwsProviderOptions {
+                connect_timeout: Duration::from_millis(aws.connect_timeout_ms),
+                operation_timeout: Duration::from_millis(aws.operation_timeout_ms),
+                max_attempts: aws.max_attempts,
+                static_credentials: None,
+            },
+        )))?;
+    }
+    Ok(builder.build())
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -122,11 +147,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     }
-    let providers = ProviderRegistry::builder()
-        .register(std::sync::Arc::new(LocalEncryptedProvider::new(
-            keyring.clone(),
-        )))?
-        .build();
+    let providers = registry(&keyring, &plan.providers)?;
     let coffer = Coffer::new(store, providers, keyring);
 
     let listener = TcpListener::bind(plan.listen)

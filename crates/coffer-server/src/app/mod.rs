@@ -7,9 +7,12 @@ mod audit;
 mod audit_query;
 mod bindings;
 mod idempotency;
+mod import;
+mod placement;
 mod reaper;
 mod resolve;
 mod secrets;
+mod vaults;
 mod versions;
 
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use coffer_core::record::SecretRecord;
 use coffer_core::{Error, Result, SecretName};
 use coffer_crypto::Keyring;
-use coffer_providers::{ProviderRegistry, SecretProvider, StoredVersion, VersionContext};
+use coffer_providers::{ProviderRegistry, StoredVersion, VersionContext};
 use coffer_store::Store;
 
 pub use audit::{AuditWriter, AuditWriterOptions};
@@ -25,13 +28,18 @@ pub use audit_query::{AuditPage, ChainReport};
 pub use bindings::{
     BindingPage, BindingSpec, ResolvedBindingEntry, SyncOutcome, parse_binding_name,
 };
+pub use import::{
+    CandidateStatus, ImportCandidateView, ImportConflict, ImportOutcome, ImportPreview,
+    ImportRowResult, ImportRowSpec,
+};
 pub use reaper::{ReaperReport, spawn_reaper};
 pub use resolve::{ResolveRequest, ResolvedValue};
 pub use secrets::{CreateSecret, SecretPage, SecretPatch, SecretSource};
-pub use versions::{VersionPage, VersionView};
+pub use vaults::{CreateVault, VaultPage, VaultPatch, vault_not_found};
+pub use versions::{RotateSecret, VersionPage, VersionView};
 
 /// The provider id of the built-in encrypted store.
-pub const LOCAL_PROVIDER: &str = "local_encrypted";
+pub const LOCAL_PROVIDER: &str = coffer_providers::local_encrypted::PROVIDER_ID;
 
 /// Everything a use case needs: the store, the providers and the keyring
 /// (for value fingerprints). Cheap to clone.
@@ -86,14 +94,6 @@ impl Coffer {
         &self.inner.store
     }
 
-    fn provider(&self, id: &str) -> Result<Arc<dyn SecretProvider>> {
-        self.inner.providers.get(id).ok_or_else(|| {
-            Error::internal(format_args!(
-                "provider {id} is not registered in this deployment"
-            ))
-        })
-    }
-
     fn fingerprint(&self, value: &[u8]) -> String {
         self.inner.keyring.fingerprint(value)
     }
@@ -113,11 +113,8 @@ fn secret_not_found(name: &SecretName) -> Error {
 
 /// The provider's view of one version: where its ciphertext is bound.
 fn version_context(secret: &SecretRecord, version: i64) -> VersionContext {
-    VersionContext {
-        tenant: secret.tenant.as_str().to_owned(),
-        key: secret.key.as_str().to_owned(),
-        version,
-    }
+    VersionContext::new(secret.tenant.as_str(), secret.key.as_str(), version)
+        .with_secret_uid(secret.uid.as_str())
 }
 
 fn stored_version(material: &str, provider_version_ref: &str) -> StoredVersion {

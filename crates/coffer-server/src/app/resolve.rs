@@ -273,25 +273,29 @@ impl Coffer {
         Ok(Planned { secret, version })
     }
 
-    /// Resolves planned items, grouping them per provider; failed plans keep
-    /// their error. Results come back in input order.
+    /// Resolves planned items, grouping them per vault (one `resolve_many`
+    /// call each: AWS batches them); failed plans keep their error. Results
+    /// come back in input order.
     async fn resolve_planned(&self, plans: Vec<Result<Planned>>) -> Vec<Result<ResolvedValue>> {
         let mut results: Vec<Option<Result<ResolvedValue>>> = Vec::with_capacity(plans.len());
-        let mut by_provider: BTreeMap<String, Vec<(usize, Planned)>> = BTreeMap::new();
+        let mut by_vault: BTreeMap<String, Vec<(usize, Planned)>> = BTreeMap::new();
         for (index, plan) in plans.into_iter().enumerate() {
             match plan {
                 Ok(planned) => {
                     results.push(None);
-                    by_provider
-                        .entry(planned.secret.provider.clone())
+                    by_vault
+                        .entry(planned.version.vault.clone())
                         .or_default()
                         .push((index, planned));
                 }
                 Err(err) => results.push(Some(Err(err))),
             }
         }
-        for (provider_id, items) in by_provider {
-            let provider = match self.provider(&provider_id) {
+        for items in by_vault.into_values() {
+            let Some((_, first)) = items.first() else {
+                continue;
+            };
+            let provider = match self.version_client(&first.secret, &first.version).await {
                 Ok(provider) => provider,
                 Err(err) => {
                     for (index, _) in &items {

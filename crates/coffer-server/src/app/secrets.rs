@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use super::audit::EventBuilder;
 use super::idempotency::{IdempotencyKey, is_request_id_race};
-use super::{Coffer, LOCAL_PROVIDER, secret_not_found, stored_version, version_context};
+use super::{Coffer, secret_not_found, version_context};
 
 /// Where a new version's value comes from.
 pub enum SecretSource {
@@ -88,28 +88,9 @@ impl Coffer {
         validate::description(&req.description, "secret.description")?;
         validate::labels(&req.labels, "secret.labels")?;
         let request_id = validate::request_id(&req.request_id, "request_id")?;
-        if !req.vault.is_empty() {
-            return Err(Error::unimplemented("writing to a configured vault"));
-        }
-        let provider_id = if req.provider.is_empty() {
-            LOCAL_PROVIDER
-        } else {
-            req.provider.as_str()
-        };
-        if provider_id != LOCAL_PROVIDER {
-            return Err(Error::invalid_field(
-                "secret.provider",
-                "only local_encrypted is available without a vault",
-            ));
-        }
-        let value = match req.source {
-            SecretSource::Value(value) => value,
-            SecretSource::External { .. } => {
-                return Err(Error::unimplemented("linking an external reference"));
-            }
-        };
-        validate::value(&value, "value")?;
-        let fingerprint = self.fingerprint(&value);
+        let external = matches!(req.source, SecretSource::External { .. });
+        let checked = self.check_source(req.source)?;
+        let fingerprint = checked.fingerprint;
 
         let labels_text = format!("{:?}", req.labels);
         let idempotency = request_id.map(|id| {
@@ -122,7 +103,9 @@ impl Coffer {
                     &display_name,
                     &req.description,
                     &labels_text,
-                    &fingerprint,
+                    &req.vault,
+                    &req.provider,
+                    &checked.identity,
                 ],
             )
         });
@@ -132,8 +115,11 @@ impl Coffer {
             return self.secret_by_uid(&req.name, &first.secret_uid).await;
         }
 
+        let placement = self
+            .placement_for_create(&req.name.tenant, &req.vault, &req.provider, external)
+            .await?;
         let now = now_micros();
-        let secret = SecretRecord {
+        let mut secret = SecretRecord {
             uid: uuid::Uuid::now_v7().to_string(),
             tenant: req.name.tenant.clone(),
             key: req.name.key.clone(),
@@ -141,8 +127,8 @@ impl Coffer {
             description: req.description,
             labels: req.labels,
             mode: SecretMode::Managed,
-            provider: provider_id.to_owned(),
-            vault: String::new(),
+            provider: placement.provider.clone(),
+            vault: placement.vault.clone(),
             external_ref: String::new(),
             state: SecretState::Active,
             current_version: 1,
@@ -155,16 +141,19 @@ impl Coffer {
             purge_time: None,
             revision: 1,
         };
-        let provider = self.provider(provider_id)?;
-        let stored = provider
-            .put_value(&version_context(&secret, 1), &value)
+        let written = self
+            .write_version(&placement, &version_context(&secret, 1), &checked.source)
             .await?;
+        secret.mode = written.mode;
+        secret.external_ref = written.external_ref;
         let version = VersionRecord {
             secret_uid: secret.uid.clone(),
             version: 1,
             state: VersionState::Enabled,
-            provider_version_ref: stored.provider_version_ref,
-            material: Some(stored.material),
+            provider: placement.provider,
+            vault: placement.vault,
+            provider_version_ref: written.stored.provider_version_ref,
+            material: Some(written.stored.material),
             fingerprint,
             create_time: now,
             created_by: principal.as_str().to_owned(),
@@ -180,15 +169,16 @@ impl Coffer {
             if let Some(key) = &idempotency {
                 key.record(&tx, &secret.uid, 1).await?;
             }
-            let event = EventBuilder::new(
-                &secret.tenant,
-                principal,
-                "secret.create",
-                secret.name().to_string(),
-            )
-            .version(1)
-            .request_id(&req.request_id)
-            .success();
+            let action = if external {
+                "secret.link"
+            } else {
+                "secret.create"
+            };
+            let event =
+                EventBuilder::new(&secret.tenant, principal, action, secret.name().to_string())
+                    .version(1)
+                    .request_id(&req.request_id)
+                    .success();
             tx.append_audit(vec![event]).await?;
             tx.commit().await
         }
@@ -343,9 +333,30 @@ impl Coffer {
         secret.purge_time = Some(now + window_days * MICROS_PER_DAY);
         secret.update_time = now;
         secret.revision += 1;
-        tx.update_secret(&secret, expected).await?;
-        audit_in(&tx, principal, "secret.delete", &secret, 0).await?;
-        tx.commit().await?;
+        let versions = tx.list_all_versions(&secret.uid).await?;
+        // Remote copies (managed AWS secrets) get the same recovery window;
+        // undelete restores them, the reaper's purge removes them for good.
+        self.remove_remote(
+            &secret,
+            &versions,
+            RemoveMode::Archive {
+                recovery_window_days: window_days,
+            },
+        )
+        .await?;
+        let committed = async {
+            tx.update_secret(&secret, expected).await?;
+            audit_in(&tx, principal, "secret.delete", &secret, 0).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(err) = committed {
+            // Coffer still says ACTIVE: put the remote copies back.
+            if let Err(restore) = self.restore_remote(&secret, &versions).await {
+                tracing::error!(secret = %name, error = ?restore, "could not restore remote copies after a failed delete");
+            }
+            return Err(err);
+        }
         Ok(secret)
     }
 
@@ -370,6 +381,8 @@ impl Coffer {
         secret.purge_time = None;
         secret.update_time = now_micros();
         secret.revision += 1;
+        let versions = tx.list_all_versions(&secret.uid).await?;
+        self.restore_remote(&secret, &versions).await?;
         tx.update_secret(&secret, expected).await?;
         audit_in(&tx, principal, "secret.undelete", &secret, 0).await?;
         tx.commit().await?;
@@ -384,19 +397,9 @@ impl Coffer {
         secret: &SecretRecord,
         now: i64,
     ) -> Result<()> {
-        let provider = self.provider(&secret.provider)?;
-        for version in tx.list_all_versions(&secret.uid).await? {
-            if let Some(material) = &version.material {
-                let stored = stored_version(material, &version.provider_version_ref);
-                provider
-                    .remove(
-                        &version_context(secret, version.version),
-                        &stored,
-                        RemoveMode::Delete,
-                    )
-                    .await?;
-            }
-        }
+        let versions = tx.list_all_versions(&secret.uid).await?;
+        self.remove_remote(secret, &versions, RemoveMode::Delete)
+            .await?;
         tx.purge_secret(&secret.uid, now).await
     }
 
@@ -434,7 +437,7 @@ pub(crate) async fn audit_in(
     tx.append_audit(vec![event]).await.map(|_| ())
 }
 
-async fn ensure_name_free(tx: &WriteTx, secret: &SecretRecord) -> Result<()> {
+pub(crate) async fn ensure_name_free(tx: &WriteTx, secret: &SecretRecord) -> Result<()> {
     if let Some(existing) = tx.secret_key_taken(&secret.tenant, &secret.key).await? {
         let name = existing.name();
         return Err(if existing.state == SecretState::Deleted {

@@ -7,12 +7,23 @@ use coffer_core::record::{
     SecretRecord, SecretState, VersionRecord, VersionState, etag_matches, now_micros,
 };
 use coffer_core::{Error, Principal, Reason, Result, SecretName, VersionName, page, validate};
-use coffer_providers::RemoveMode;
 
 use super::audit::EventBuilder;
 use super::idempotency::{IdempotencyKey, is_request_id_race};
 use super::secrets::{SecretSource, audit_in, check_etag, not_active};
 use super::{Coffer, stored_version, version_context};
+
+/// A RotateSecret request.
+#[derive(Debug)]
+pub struct RotateSecret {
+    pub name: SecretName,
+    pub source: SecretSource,
+    pub stage_only: bool,
+    pub etag: String,
+    pub request_id: String,
+    /// Vault resource name to write into; empty keeps the secret's vault.
+    pub vault: String,
+}
 
 /// A version together with the secret's current version number (for `is_current`).
 #[derive(Debug, Clone)]
@@ -40,26 +51,27 @@ enum VersionChange {
 }
 
 impl Coffer {
-    /// Adds a version; it becomes current unless `stage_only`.
+    /// Adds a version; it becomes current unless `stage_only`. The version
+    /// is written into `vault` when one is named (moving the secret there),
+    /// else where the secret's newest versions live. An external source
+    /// retargets an external reference.
     pub async fn rotate_secret(
         &self,
         principal: &Principal,
-        name: &SecretName,
-        source: SecretSource,
-        stage_only: bool,
-        etag: &str,
-        request_id: &str,
+        req: RotateSecret,
     ) -> Result<VersionView> {
-        let request_id_text = request_id;
-        let request_id = validate::request_id(request_id, "request_id")?;
-        let value = match source {
-            SecretSource::Value(value) => value,
-            SecretSource::External { .. } => {
-                return Err(Error::unimplemented("retargeting an external reference"));
-            }
-        };
-        validate::value(&value, "value")?;
-        let fingerprint = self.fingerprint(&value);
+        let RotateSecret {
+            name,
+            source,
+            stage_only,
+            etag,
+            request_id: request_id_text,
+            vault,
+        } = req;
+        let name = &name;
+        let request_id = validate::request_id(&request_id_text, "request_id")?;
+        let checked = self.check_source(source)?;
+        let fingerprint = checked.fingerprint;
         let idempotency = request_id.map(|id| {
             IdempotencyKey::new(
                 &name.tenant,
@@ -67,8 +79,9 @@ impl Coffer {
                 "secret.rotate",
                 &[
                     name.key.as_str(),
-                    &fingerprint,
+                    &checked.identity,
                     if stage_only { "staged" } else { "" },
+                    &vault,
                 ],
             )
         });
@@ -83,7 +96,7 @@ impl Coffer {
         let result = async {
             let tx = self.store().begin().await?;
             let mut secret = self.lock_secret(&tx, name).await?;
-            check_etag(etag, &secret, name)?;
+            check_etag(&etag, &secret, name)?;
             if secret.state == SecretState::Deleted {
                 return Err(not_active(
                     name,
@@ -92,17 +105,25 @@ impl Coffer {
                 ));
             }
             let number = secret.latest_version + 1;
-            let provider = self.provider(&secret.provider)?;
-            let stored = provider
-                .put_value(&version_context(&secret, number), &value)
+            // Written under the row lock: the lock hands out the version
+            // number the provider's idempotency token is derived from.
+            let placement = self.placement_for_rotate(&secret, &vault).await?;
+            let written = self
+                .write_version(
+                    &placement,
+                    &version_context(&secret, number),
+                    &checked.source,
+                )
                 .await?;
             let now = now_micros();
             let version = VersionRecord {
                 secret_uid: secret.uid.clone(),
                 version: number,
                 state: VersionState::Enabled,
-                provider_version_ref: stored.provider_version_ref,
-                material: Some(stored.material),
+                provider: placement.provider.clone(),
+                vault: placement.vault.clone(),
+                provider_version_ref: written.stored.provider_version_ref,
+                material: Some(written.stored.material),
                 fingerprint: fingerprint.clone(),
                 create_time: now,
                 created_by: principal.as_str().to_owned(),
@@ -112,6 +133,12 @@ impl Coffer {
             tx.insert_version(&version).await?;
             let expected = secret.revision;
             secret.latest_version = number;
+            // New versions go where this one went; the mode and reference
+            // describe the newest version.
+            secret.provider = placement.provider;
+            secret.vault = placement.vault;
+            secret.mode = written.mode;
+            secret.external_ref = written.external_ref;
             if !stage_only {
                 secret.current_version = number;
                 secret.rotate_time = Some(now);
@@ -125,7 +152,7 @@ impl Coffer {
             let event =
                 EventBuilder::new(&secret.tenant, principal, "secret.rotate", name.to_string())
                     .version(number)
-                    .request_id(request_id_text)
+                    .request_id(&request_id_text)
                     .success();
             tx.append_audit(vec![event]).await?;
             tx.commit().await?;
@@ -323,11 +350,11 @@ impl Coffer {
         let Some(material) = &version.material else {
             return Ok(());
         };
-        self.provider(&secret.provider)?
-            .remove(
+        self.remote_client(secret, version)
+            .await?
+            .destroy_version(
                 &version_context(secret, version.version),
                 &stored_version(material, &version.provider_version_ref),
-                RemoveMode::Delete,
             )
             .await?;
         Ok(())

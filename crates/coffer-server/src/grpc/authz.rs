@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use coffer_core::authz::{Decision, Permission, Policy, PolicySpec};
 use coffer_core::record::{AuditOutcome, NewAuditEvent, now_micros};
-use coffer_core::{Error, ErrorCode, Reason, SecretName, TenantId, VersionName};
+use coffer_core::{Error, ErrorCode, Reason, SecretName, TenantId, VaultName, VersionName};
 use tonic::{Request, Status};
 
 use super::auth::principal;
@@ -125,21 +125,11 @@ impl Scope {
         Ok(Self::of_secret(&name.secret))
     }
 
-    /// A request naming some other resource under `tenants/{t}/…` whose own
-    /// not-found error does not exist yet (vaults): answers like a missing tenant.
-    pub(crate) fn under_tenant(name: &str, field: &str) -> Result<Self, Status> {
-        let tenant = name
-            .strip_prefix("tenants/")
-            .and_then(|rest| rest.split('/').next())
-            .ok_or_else(|| {
-                to_status(&Error::invalid_field(
-                    field,
-                    "must be a resource name starting with tenants/{tenant}/",
-                ))
-            })?;
-        let tenant = TenantId::parse(tenant, field).map_err(|e| to_status(&e))?;
-        let not_found = tenant_not_found(&tenant);
-        Ok(Scope::new(tenant, not_found))
+    /// A vault name; a foreign tenant answers exactly like a missing vault.
+    pub(crate) fn vault(name: &str, field: &str) -> Result<Self, Status> {
+        let name = VaultName::parse(name, field).map_err(|e| to_status(&e))?;
+        let not_found = crate::app::vault_not_found(&name);
+        Ok(Scope::new(name.tenant, not_found))
     }
 
     /// A binding name; a foreign tenant answers exactly like a missing binding.

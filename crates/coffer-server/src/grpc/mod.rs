@@ -9,6 +9,7 @@ pub mod convert;
 mod messages;
 mod secrets;
 pub mod status;
+mod vault_messages;
 mod vaults;
 
 pub use secrets::SecretsApi;

@@ -13,7 +13,7 @@ use super::convert;
 use super::messages::{resolve_request, resolved_message, secret_patch, source, version_message};
 use super::status::{respond, to_rpc_status};
 use super::{audit, bindings};
-use crate::app::{Coffer, CreateSecret};
+use crate::app::{Coffer, CreateSecret, RotateSecret};
 
 /// The SecretsService implementation.
 #[derive(Debug, Clone)]
@@ -223,15 +223,16 @@ impl SecretsService for SecretsApi {
                 Some(v1::rotate_secret_request::Source::External(e)) => (None, Some(e)),
                 None => (None, None),
             };
+            let rotate = RotateSecret {
+                name,
+                source: source(value, external)?,
+                stage_only: req.stage_only,
+                etag: req.etag,
+                request_id: req.request_id,
+                vault: req.vault,
+            };
             self.coffer
-                .rotate_secret(
-                    &principal,
-                    &name,
-                    source(value, external)?,
-                    req.stage_only,
-                    &req.etag,
-                    &req.request_id,
-                )
+                .rotate_secret(&principal, rotate)
                 .await
                 .map(version_message)
         }

@@ -1,30 +1,31 @@
-//! `coffer.v1.VaultService`. Vaults, the provider registry API and remote
-//! import are built in a later stage (issue 5); until then every RPC answers
-//! UNIMPLEMENTED with a message that says so, and nothing is faked.
+//! `coffer.v1.VaultService`: vaults (configured provider instances), the
+//! provider catalog, and remote import by reference. Each handler authorizes,
+//! parses, calls the use case in [`crate::app`] and maps the result.
 
-use coffer_core::Error;
 use coffer_core::authz::Permission;
+use coffer_core::{TenantId, VaultName};
 use coffer_proto::v1;
 use coffer_proto::v1::vault_service_server::VaultService;
 use tonic::{Request, Response, Status};
 
 use super::authz::{Authorizer, Scope};
-use super::status::to_status;
+use super::status::respond;
+use super::vault_messages::{
+    candidate, import_results, import_row, provider, vault, vault_config, vault_patch,
+};
+use crate::app::{Coffer, CreateVault};
 
 /// The VaultService implementation.
 #[derive(Debug, Clone)]
 pub struct VaultsApi {
+    coffer: Coffer,
     authz: Authorizer,
 }
 
 impl VaultsApi {
-    pub(crate) fn new(authz: Authorizer) -> Self {
-        VaultsApi { authz }
+    pub(crate) fn new(coffer: Coffer, authz: Authorizer) -> Self {
+        VaultsApi { coffer, authz }
     }
-}
-
-fn not_yet<T>(what: &str) -> Result<Response<T>, Status> {
-    Err(to_status(&Error::unimplemented(what)))
 }
 
 #[tonic::async_trait]
@@ -38,19 +39,44 @@ impl VaultService for VaultsApi {
             Permission::ReadMetadata,
             Scope::parent(&request.get_ref().parent, "parent")?,
         )?;
-        not_yet("ListProviders")
+        let providers = self
+            .coffer
+            .provider_catalog()
+            .into_iter()
+            .map(|(descriptor, configured)| provider(descriptor, configured))
+            .collect();
+        Ok(Response::new(v1::ListProvidersResponse { providers }))
     }
+
     async fn create_vault(
         &self,
         request: Request<v1::CreateVaultRequest>,
     ) -> Result<Response<v1::Vault>, Status> {
-        self.authz.authorize(
+        let principal = self.authz.authorize(
             &request,
             Permission::ManageVaults,
             Scope::parent(&request.get_ref().parent, "parent")?,
         )?;
-        not_yet("CreateVault")
+        let req = request.into_inner();
+        let result = async {
+            let tenant = TenantId::from_parent(&req.parent, "parent")?;
+            let name = VaultName::new(tenant, &req.vault_id, "vault_id")?;
+            let body = req.vault.unwrap_or_default();
+            let create = CreateVault {
+                name,
+                provider: body.provider,
+                display_name: body.display_name,
+                config: vault_config(body.config),
+            };
+            self.coffer
+                .create_vault(&principal, create)
+                .await
+                .map(|v| vault(&v))
+        }
+        .await;
+        respond(result)
     }
+
     async fn get_vault(
         &self,
         request: Request<v1::GetVaultRequest>,
@@ -58,10 +84,17 @@ impl VaultService for VaultsApi {
         self.authz.authorize(
             &request,
             Permission::ReadMetadata,
-            Scope::under_tenant(&request.get_ref().name, "name")?,
+            Scope::vault(&request.get_ref().name, "name")?,
         )?;
-        not_yet("GetVault")
+        let req = request.into_inner();
+        let result = async {
+            let name = VaultName::parse(&req.name, "name")?;
+            self.coffer.get_vault(&name).await.map(|v| vault(&v))
+        }
+        .await;
+        respond(result)
     }
+
     async fn list_vaults(
         &self,
         request: Request<v1::ListVaultsRequest>,
@@ -71,16 +104,30 @@ impl VaultService for VaultsApi {
             Permission::ReadMetadata,
             Scope::parent(&request.get_ref().parent, "parent")?,
         )?;
-        not_yet("ListVaults")
+        let req = request.into_inner();
+        let result = async {
+            let tenant = TenantId::from_parent(&req.parent, "parent")?;
+            let page = self
+                .coffer
+                .list_vaults(&tenant, req.page_size, &req.page_token)
+                .await?;
+            Ok(v1::ListVaultsResponse {
+                vaults: page.vaults.iter().map(vault).collect(),
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        respond(result)
     }
+
     async fn update_vault(
         &self,
         request: Request<v1::UpdateVaultRequest>,
     ) -> Result<Response<v1::Vault>, Status> {
-        self.authz.authorize(
+        let principal = self.authz.authorize(
             &request,
             Permission::ManageVaults,
-            Scope::under_tenant(
+            Scope::vault(
                 request
                     .get_ref()
                     .vault
@@ -89,41 +136,84 @@ impl VaultService for VaultsApi {
                 "vault.name",
             )?,
         )?;
-        not_yet("UpdateVault")
+        let req = request.into_inner();
+        let result = async {
+            let body = req.vault.unwrap_or_default();
+            let name = VaultName::parse(&body.name, "vault.name")?;
+            let etag = body.etag.clone();
+            let patch = vault_patch(body, req.update_mask)?;
+            self.coffer
+                .update_vault(&principal, &name, &etag, patch)
+                .await
+                .map(|v| vault(&v))
+        }
+        .await;
+        respond(result)
     }
+
     async fn disable_vault(
         &self,
         request: Request<v1::DisableVaultRequest>,
     ) -> Result<Response<v1::Vault>, Status> {
-        self.authz.authorize(
+        let principal = self.authz.authorize(
             &request,
             Permission::ManageVaults,
-            Scope::under_tenant(&request.get_ref().name, "name")?,
+            Scope::vault(&request.get_ref().name, "name")?,
         )?;
-        not_yet("DisableVault")
+        let req = request.into_inner();
+        let result = async {
+            let name = VaultName::parse(&req.name, "name")?;
+            self.coffer
+                .disable_vault(&principal, &name, &req.etag)
+                .await
+                .map(|v| vault(&v))
+        }
+        .await;
+        respond(result)
     }
+
     async fn set_default_vault(
         &self,
         request: Request<v1::SetDefaultVaultRequest>,
     ) -> Result<Response<v1::Vault>, Status> {
-        self.authz.authorize(
+        let principal = self.authz.authorize(
             &request,
             Permission::ManageVaults,
-            Scope::under_tenant(&request.get_ref().name, "name")?,
+            Scope::vault(&request.get_ref().name, "name")?,
         )?;
-        not_yet("SetDefaultVault")
+        let req = request.into_inner();
+        let result = async {
+            let name = VaultName::parse(&req.name, "name")?;
+            self.coffer
+                .set_default_vault(&principal, &name, &req.etag)
+                .await
+                .map(|v| vault(&v))
+        }
+        .await;
+        respond(result)
     }
+
     async fn check_vault_health(
         &self,
         request: Request<v1::CheckVaultHealthRequest>,
     ) -> Result<Response<v1::Vault>, Status> {
-        self.authz.authorize(
+        let principal = self.authz.authorize(
             &request,
             Permission::ManageVaults,
-            Scope::under_tenant(&request.get_ref().name, "name")?,
+            Scope::vault(&request.get_ref().name, "name")?,
         )?;
-        not_yet("CheckVaultHealth")
+        let req = request.into_inner();
+        let result = async {
+            let name = VaultName::parse(&req.name, "name")?;
+            self.coffer
+                .check_vault_health(&principal, &name)
+                .await
+                .map(|v| vault(&v))
+        }
+        .await;
+        respond(result)
     }
+
     async fn preview_remote_import(
         &self,
         request: Request<v1::PreviewRemoteImportRequest>,
@@ -131,19 +221,43 @@ impl VaultService for VaultsApi {
         self.authz.authorize(
             &request,
             Permission::ManageVaults,
-            Scope::under_tenant(&request.get_ref().vault, "vault")?,
+            Scope::vault(&request.get_ref().vault, "vault")?,
         )?;
-        not_yet("PreviewRemoteImport")
+        let req = request.into_inner();
+        let result = async {
+            let name = VaultName::parse(&req.vault, "vault")?;
+            let preview = self
+                .coffer
+                .preview_remote_import(&name, &req.query, req.page_size, &req.page_token)
+                .await?;
+            Ok(v1::PreviewRemoteImportResponse {
+                candidates: preview.candidates.into_iter().map(candidate).collect(),
+                next_page_token: preview.next_page_token,
+            })
+        }
+        .await;
+        respond(result)
     }
+
     async fn commit_remote_import(
         &self,
         request: Request<v1::CommitRemoteImportRequest>,
     ) -> Result<Response<v1::CommitRemoteImportResponse>, Status> {
-        self.authz.authorize(
+        let principal = self.authz.authorize(
             &request,
             Permission::ManageVaults,
-            Scope::under_tenant(&request.get_ref().vault, "vault")?,
+            Scope::vault(&request.get_ref().vault, "vault")?,
         )?;
-        not_yet("CommitRemoteImport")
+        let req = request.into_inner();
+        let result = async {
+            let name = VaultName::parse(&req.vault, "vault")?;
+            let rows = req.rows.into_iter().map(import_row).collect();
+            self.coffer
+                .commit_remote_import(&principal, &name, rows)
+                .await
+                .map(import_results)
+        }
+        .await;
+        respond(result)
     }
 }

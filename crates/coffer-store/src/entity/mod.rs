@@ -9,3 +9,4 @@ pub(crate) mod idempotency_key;
 pub(crate) mod secret;
 pub(crate) mod secret_label;
 pub(crate) mod secret_version;
+pub(crate) mod vault;

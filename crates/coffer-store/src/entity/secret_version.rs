@@ -10,6 +10,10 @@ pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub(crate) version: i64,
     pub(crate) state: String,
+    /// Where the value lives; fixed when the version is written.
+    pub(crate) provider: String,
+    /// Vault resource name; empty for the built-in local vault.
+    pub(crate) vault: String,
     pub(crate) provider_version_ref: String,
     /// The provider's opaque material; NULL once destroyed or purged.
     pub(crate) material: Option<String>,

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use coffer_core::record::{
-    AuditOutcome, BindingRecord, NewAuditEvent, SecretMode, SecretRecord, SecretState,
-    VersionRecord, VersionState,
+    AuditOutcome, BindingRecord, NewAuditEvent, SecretMode, SecretRecord, SecretState, VaultRecord,
+    VaultState, VersionRecord, VersionState,
 };
 use coffer_core::{SecretKey, TenantId};
 
@@ -57,12 +57,35 @@ pub(crate) fn version(secret_uid: &str, n: i64) -> VersionRecord {
         secret_uid: secret_uid.to_owned(),
         version: n,
         state: VersionState::Enabled,
+        provider: "local_encrypted".to_owned(),
+        vault: String::new(),
         provider_version_ref: format!("ref-{n}"),
         material: Some(format!("{{\"scheme\":\"test\",\"n\":{n}}}")),
         fingerprint: format!("fp{n}"),
         create_time: T0 + n,
         created_by: "spiffe://test/admin".to_owned(),
         destroy_time: None,
+        revision: 1,
+    }
+}
+
+/// A ready, non-default vault of `provider` that has never been checked.
+pub(crate) fn vault(tenant_id: &str, vault_id: &str, provider: &str) -> VaultRecord {
+    VaultRecord {
+        uid: uuid::Uuid::new_v4().to_string(),
+        tenant: tenant(tenant_id),
+        vault_id: vault_id.to_owned(),
+        provider: provider.to_owned(),
+        display_name: format!("Vault {vault_id}"),
+        state: VaultState::Ready,
+        is_default: false,
+        config: format!("{{\"region\":\"eu-west-1\",\"namespace\":\"{vault_id}\"}}"),
+        health_status: String::new(),
+        health_message: String::new(),
+        health_check_time: None,
+        create_time: T0,
+        update_time: T0,
+        disable_time: None,
         revision: 1,
     }
 }

@@ -7,6 +7,8 @@ mod bindings;
 mod concurrency;
 mod fixtures;
 mod idempotency;
+mod lookups;
 mod migrations;
 mod secrets;
+mod vaults;
 mod versions;

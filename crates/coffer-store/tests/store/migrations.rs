@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use coffer_core::ErrorCode;
+use coffer_store::testing::execute_raw;
 use coffer_store::{Backend, Store, StoreOptions, store_test};
 
-use crate::fixtures::secret;
+use crate::fixtures::{secret, tenant, vault};
 
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 9] = [
     "m20261128_000001_secrets",
     "m20261128_000002_secret_labels",
     "m20261128_000003_secret_versions",
@@ -15,6 +16,8 @@ const MIGRATIONS: [&str; 7] = [
     "m20261201_000005_bindings",
     "m20261201_000006_audit_events",
     "m20261201_000007_audit_heads",
+    "m20261205_000008_vaults",
+    "m20261205_000009_version_locations",
 ];
 
 store_test!(
@@ -46,7 +49,14 @@ store_test!(migrates_down_and_up_again, |store| async move {
     store.migrate_down(Some(1)).await.unwrap();
     let status = store.migration_status().await.unwrap();
     let applied: Vec<bool> = status.iter().map(|m| m.applied).collect();
-    assert_eq!(applied, [true, true, true, true, true, true, false]);
+    assert_eq!(
+        applied,
+        [true, true, true, true, true, true, true, true, false]
+    );
+    // Down one more: the vaults table is gone.
+    store.migrate_down(Some(1)).await.unwrap();
+    let err = store.get_vault(&tenant("acme"), "v").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
 
     store.migrate_down(None).await.unwrap();
     assert!(
@@ -73,8 +83,50 @@ store_test!(migrates_down_and_up_again, |store| async move {
     );
     let tx = store.begin().await.unwrap();
     tx.insert_secret(&secret("acme", "k")).await.unwrap();
+    tx.insert_vault(&vault("acme", "v", "local_encrypted"))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 });
+
+store_test!(
+    version_locations_are_backfilled_from_their_secret,
+    |store| async move {
+        // Back to the schema before versions knew their location.
+        store.migrate_down(Some(1)).await.unwrap();
+        let mut external = secret("acme", "ext");
+        external.provider = "aws_secrets_manager".to_owned();
+        external.vault = "tenants/acme/vaults/prod".to_owned();
+        let local = secret("acme", "local");
+        let tx = store.begin().await.unwrap();
+        tx.insert_secret(&external).await.unwrap();
+        tx.insert_secret(&local).await.unwrap();
+        tx.commit().await.unwrap();
+        for (uid, n) in [(&external.uid, 1), (&external.uid, 2), (&local.uid, 1)] {
+            let inserted = execute_raw(
+                &store,
+                &format!(
+                    "INSERT INTO secret_versions (secret_uid, version, state, \
+                     provider_version_ref, material, fingerprint, create_time, created_by, \
+                     destroy_time, revision) \
+                     VALUES ('{uid}', {n}, 'enabled', 'ref', '{{}}', 'fp', 1, 'test', NULL, 1)"
+                ),
+            )
+            .await;
+            assert_eq!(inserted, 1);
+        }
+
+        store.migrate_up().await.unwrap();
+        for n in [1, 2] {
+            let v = store.get_version(&external.uid, n).await.unwrap().unwrap();
+            assert_eq!(v.provider, "aws_secrets_manager");
+            assert_eq!(v.vault, "tenants/acme/vaults/prod");
+        }
+        let v = store.get_version(&local.uid, 1).await.unwrap().unwrap();
+        assert_eq!(v.provider, "local_encrypted");
+        assert_eq!(v.vault, "");
+    }
+);
 
 store_test!(a_closed_store_is_unavailable, |store| async move {
     store.ping().await.unwrap();

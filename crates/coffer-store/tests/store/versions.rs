@@ -84,6 +84,43 @@ store_test!(updates_versions_optimistically, |store| async move {
     assert_eq!(got.created_by, "spiffe://test/admin");
 });
 
+store_test!(
+    versions_keep_the_location_they_were_written_to,
+    |store| async move {
+        let rec = secret("acme", "k");
+        let mut remote = version(&rec.uid, 1);
+        remote.provider = "aws_secrets_manager".to_owned();
+        remote.vault = "tenants/acme/vaults/prod".to_owned();
+        let local = version(&rec.uid, 2);
+        let tx = store.begin().await.unwrap();
+        tx.insert_secret(&rec).await.unwrap();
+        tx.insert_version(&remote).await.unwrap();
+        tx.insert_version(&local).await.unwrap();
+        tx.commit().await.unwrap();
+
+        assert_eq!(
+            store.get_version(&rec.uid, 1).await.unwrap().unwrap(),
+            remote
+        );
+        let listed = store.list_versions(&rec.uid, None, 10).await.unwrap();
+        assert_eq!(listed, vec![local.clone(), remote.clone()]);
+
+        // An update never moves a version.
+        let tx = store.begin().await.unwrap();
+        let mut moved = remote.clone();
+        moved.state = VersionState::Disabled;
+        moved.provider = "local_encrypted".to_owned();
+        moved.vault = String::new();
+        moved.revision = 2;
+        tx.update_version(&moved, 1).await.unwrap();
+        tx.commit().await.unwrap();
+        let got = store.get_version(&rec.uid, 1).await.unwrap().unwrap();
+        assert_eq!(got.state, VersionState::Disabled);
+        assert_eq!(got.provider, "aws_secrets_manager");
+        assert_eq!(got.vault, "tenants/acme/vaults/prod");
+    }
+);
+
 store_test!(scans_and_rewraps_material, |store| async move {
     let a = secret("acme", "a");
     let b = secret("acme", "b");

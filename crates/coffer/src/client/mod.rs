@@ -1,24 +1,30 @@
 //! The client side of the binary: `coffer secrets …`, `coffer bindings …`,
-//! `coffer resolve-bindings` and `coffer audit …`. Owns the shared
-//! connection options, the subcommand tree and its dispatch; each concern
-//! (connection, request building, versions, error reports) has its module.
+//! `coffer resolve-bindings`, `coffer audit …`, `coffer vaults …` and
+//! `coffer import …`. Owns the shared connection options, the `secrets`
+//! subcommand tree and its dispatch; each concern (connection, request
+//! building, versions, vaults, import, error reports) has its module.
 
 pub(crate) mod audit;
 pub(crate) mod bindings;
 pub(crate) mod conn;
+pub(crate) mod import;
+pub(crate) mod import_file;
 pub(crate) mod paging;
 pub(crate) mod request;
 pub(crate) mod resolve_bindings;
 pub(crate) mod secrets;
 pub(crate) mod status;
 pub(crate) mod sync_file;
+pub(crate) mod vault_config;
+pub(crate) mod vaults;
 pub(crate) mod versions;
 
 use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 
 use self::conn::ClientOpts;
 use self::secrets::{
-    CreateArgs, DeleteArgs, GetArgs, ListArgs, PromoteArgs, RotateArgs, UndeleteArgs, UpdateArgs,
+    CreateArgs, DeleteArgs, GetArgs, LinkArgs, ListArgs, PromoteArgs, RotateArgs, UndeleteArgs,
+    UpdateArgs,
 };
 use self::versions::{ResolveArgs, VersionsCommand};
 use crate::output::{self, OutputFormat};
@@ -38,6 +44,8 @@ pub(crate) struct SecretsArgs {
 pub(crate) enum SecretsCommand {
     /// Create a secret with its first version.
     Create(CreateArgs),
+    /// Create a secret that points at an existing remote secret (reads no value).
+    Link(LinkArgs),
     /// Show a secret's metadata.
     Get(GetArgs),
     /// List the tenant's secrets.
@@ -78,6 +86,11 @@ pub(crate) async fn run(args: SecretsArgs) -> anyhow::Result<()> {
             let req = args.request(tenant, value)?;
             let mut client = client(&opts).await?;
             let secret = client.create_secret(req).await?.into_inner();
+            output::emit(&secret, format)
+        }
+        SecretsCommand::Link(args) => {
+            let req = args.request(tenant)?;
+            let secret = client(&opts).await?.create_secret(req).await?.into_inner();
             output::emit(&secret, format)
         }
         SecretsCommand::Get(args) => {

@@ -4,6 +4,7 @@
 use coffer_proto::v1::{
     ListAuditEventsRequest, ListAuditEventsResponse, ListBindingsRequest, ListBindingsResponse,
     ListSecretVersionsRequest, ListSecretVersionsResponse, ListSecretsRequest, ListSecretsResponse,
+    ListVaultsRequest, ListVaultsResponse, PreviewRemoteImportRequest, PreviewRemoteImportResponse,
 };
 
 /// A list request that carries a page token.
@@ -50,6 +51,12 @@ paged!(
     ListAuditEventsRequest,
     ListAuditEventsResponse,
     audit_events
+);
+paged!(ListVaultsRequest, ListVaultsResponse, vaults);
+paged!(
+    PreviewRemoteImportRequest,
+    PreviewRemoteImportResponse,
+    candidates
 );
 
 /// One page, or with `all` every page merged into one response.
