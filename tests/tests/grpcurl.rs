@@ -214,3 +214,83 @@ e2e_test!(lifecycle_with_json, |server: TestServer| async move {
     assert!(!ok);
     assert!(stderr.contains("NotFound"), "{stderr}");
 });
+
+e2e_test!(vaults_with_json, |server: TestServer| async move {
+    let moto = coffer_providers::testing::MotoServer::start();
+    let providers = call(
+        &server,
+        "coffer.v1.VaultService/ListProviders",
+        json!({"parent": "tenants/acme"}),
+    );
+    let ids: Vec<&str> = providers["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["local_encrypted", "aws_secrets_manager"]);
+
+    // The config oneof in JSON: one key per provider.
+    let vault = call(
+        &server,
+        "coffer.v1.VaultService/CreateVault",
+        json!({"parent": "tenants/acme", "vaultId": "aws", "vault": {
+            "awsSecretsManager": {"region": "us-east-1", "endpointUrl": moto.endpoint(), "namespace": "grpcurl"}
+        }}),
+    );
+    assert_eq!(vault["name"], "tenants/acme/vaults/aws");
+    assert_eq!(vault["provider"], "aws_secrets_manager");
+    assert_eq!(vault["state"], "STATE_READY");
+    call(
+        &server,
+        "coffer.v1.VaultService/SetDefaultVault",
+        json!({"name": "tenants/acme/vaults/aws"}),
+    );
+    let secret = call(
+        &server,
+        "coffer.v1.SecretsService/CreateSecret",
+        json!({"parent": "tenants/acme", "secretId": "in-aws",
+               "secret": {"provider": "aws_secrets_manager"}, "value": b64(b"aws value")}),
+    );
+    assert_eq!(secret["vault"], "tenants/acme/vaults/aws");
+    let resolved = call(
+        &server,
+        "coffer.v1.SecretsService/ResolveSecret",
+        json!({"name": "tenants/acme/secrets/in-aws"}),
+    );
+    assert_eq!(resolved["value"], b64(b"aws value"));
+
+    // Import preview over the wire: the managed secret is guarded.
+    moto.create_secret("team/api-token", "remote").await;
+    let preview = call(
+        &server,
+        "coffer.v1.VaultService/PreviewRemoteImport",
+        json!({"vault": "tenants/acme/vaults/aws", "pageSize": 10}),
+    );
+    let candidates = preview["candidates"].as_array().unwrap();
+    let ready = candidates
+        .iter()
+        .find(|c| c["remoteName"] == "team/api-token")
+        .unwrap();
+    assert_eq!(ready["status"], "STATUS_READY");
+    assert_eq!(ready["suggestedKey"], "team-api-token");
+    let guarded = candidates
+        .iter()
+        .find(|c| c["remoteName"] == "coffer/grpcurl/acme/in-aws")
+        .unwrap();
+    assert_eq!(guarded["conflicts"], json!(["CONFLICT_PROVIDER_GUARDRAIL"]));
+
+    // Bad settings are a BadRequest naming the field.
+    let (ok, _, stderr) = grpcurl(
+        &server,
+        &["coffer.v1.VaultService/CreateVault"],
+        Some(
+            &json!({"parent": "tenants/acme", "vaultId": "bad", "vault": {
+                "awsSecretsManager": {"region": "not a region"}
+            }}),
+        ),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("InvalidArgument"), "{stderr}");
+    assert!(stderr.contains("region"), "{stderr}");
+});
