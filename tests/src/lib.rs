@@ -17,6 +17,7 @@ use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::vault_service_client::VaultServiceClient;
 use coffer_providers::ProviderRegistry;
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
+use coffer_server::app::WatchOptions;
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
 use coffer_store::Store;
 use tokio::net::TcpListener;
@@ -45,9 +46,12 @@ pub struct TestServer {
     pub database_url: String,
     /// Set when the server runs mutual TLS.
     pub mtls: Option<MtlsSetup>,
+    /// The server's use cases (e.g. to close its watch streams).
+    pub coffer: Coffer,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    _dir: Option<tempfile::TempDir>,
+    /// Shared with replicas, so the SQLite file outlives whichever stops first.
+    _dir: Option<Arc<tempfile::TempDir>>,
 }
 
 /// The TLS side of a test server: its CA, its files and its reload handle.
@@ -154,6 +158,43 @@ impl TestServer {
             .await
             .unwrap();
         store.migrate_up().await.unwrap();
+        let db = Database {
+            url: database_url,
+            dir: dir.map(Arc::new),
+            keyring,
+            store,
+        };
+        Some(Self::launch(db, options, mtls, WatchOptions::default()).await)
+    }
+
+    /// Starts another (plaintext, dev-mode) server on this server's database
+    /// and keyring, with `watch` as its change-stream settings: a second
+    /// replica, or, once this one has stopped, the same deployment restarted.
+    pub async fn start_replica(&self, watch: WatchOptions) -> TestServer {
+        let store = Store::connect(&self.database_url, Default::default())
+            .await
+            .unwrap();
+        let db = Database {
+            url: self.database_url.clone(),
+            dir: self._dir.clone(),
+            keyring: self.keyring.clone(),
+            store,
+        };
+        Self::launch(db, ServeOptions::dev(), None, watch).await
+    }
+
+    async fn launch(
+        db: Database,
+        options: ServeOptions,
+        mtls: Option<MtlsSetup>,
+        watch: WatchOptions,
+    ) -> TestServer {
+        let Database {
+            url: database_url,
+            dir,
+            keyring,
+            store,
+        } = db;
         // AWS Secrets Manager with moto's dummy credentials and short
         // timeouts; tests that use it start their own moto server.
         let providers = ProviderRegistry::builder()
@@ -162,13 +203,20 @@ impl TestServer {
             .register(Arc::new(coffer_providers::testing::MotoServer::factory()))
             .unwrap()
             .build();
-        let coffer = Coffer::new(store.clone(), providers, keyring.clone());
+        let coffer = Coffer::with_options(
+            store.clone(),
+            providers,
+            keyring.clone(),
+            Default::default(),
+            watch,
+        );
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let served = coffer.clone();
         let task = tokio::spawn(async move {
-            coffer_server::serve(listener, coffer, options, async {
+            coffer_server::serve(listener, served, options, async {
                 let _ = rx.await;
             })
             .await
@@ -192,12 +240,13 @@ impl TestServer {
             keyring,
             database_url,
             mtls,
+            coffer,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
         };
         server.wait_serving().await;
-        Some(server)
+        server
     }
 
     /// A channel presenting a client certificate for `principal` from the
@@ -271,6 +320,33 @@ impl TestServer {
             task.await.unwrap();
         }
     }
+
+    /// Fires the server's shutdown future and returns at once; the server
+    /// drains on its own (see [`Self::wait_stopped`]).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits at most `timeout` for `serve` to return: `Ok` when it returned
+    /// `Ok`, else why not (still running, or it failed).
+    pub async fn wait_stopped(&mut self, timeout: Duration) -> Result<(), String> {
+        let task = self.task.as_mut().ok_or("the server was already stopped")?;
+        let joined = tokio::time::timeout(timeout, task)
+            .await
+            .map_err(|_| format!("serve did not return within {timeout:?}"))?;
+        self.task = None;
+        joined.map_err(|err| format!("serve failed: {err}"))
+    }
+}
+
+/// A migrated database a server starts on.
+struct Database {
+    url: String,
+    dir: Option<Arc<tempfile::TempDir>>,
+    keyring: Arc<Keyring>,
+    store: Store,
 }
 
 /// Polls `predicate` every 20 ms until it holds or `timeout` passes.

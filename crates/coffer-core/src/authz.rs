@@ -21,7 +21,8 @@ pub enum Role {
     Editor,
     /// Metadata and audit only.
     Viewer,
-    /// Resolution on behalf of a named consumer whose binding exists.
+    /// Resolution on behalf of a named consumer whose binding exists, and
+    /// watching the changes of the secrets bound to a named consumer.
     Resolver,
 }
 
@@ -44,10 +45,10 @@ impl Role {
             Role::Admin => true,
             Role::Editor => matches!(
                 permission,
-                ReadMetadata | WriteSecrets | ManageBindings | ReadAudit
+                ReadMetadata | WriteSecrets | ManageBindings | ReadAudit | ConsumerWatch
             ),
-            Role::Viewer => matches!(permission, ReadMetadata | ReadAudit),
-            Role::Resolver => matches!(permission, ConsumerResolve),
+            Role::Viewer => matches!(permission, ReadMetadata | ReadAudit | ConsumerWatch),
+            Role::Resolver => matches!(permission, ConsumerResolve | ConsumerWatch),
         }
     }
 }
@@ -73,6 +74,10 @@ pub enum Permission {
     DirectResolve,
     /// ResolveSecret/BatchResolveSecrets with a consumer, and ResolveBindings.
     ConsumerResolve,
+    /// WatchSecrets for one consumer: changes of the secrets bound to it and
+    /// of its bindings. Every role has it, so a resolver can follow the
+    /// secrets it resolves; watching without a consumer needs ReadMetadata.
+    ConsumerWatch,
     /// ListAuditEvents, VerifyAuditChain.
     ReadAudit,
     /// Vault writes, health checks and remote import.
@@ -80,13 +85,14 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::ReadMetadata,
         Permission::WriteSecrets,
         Permission::Destroy,
         Permission::ManageBindings,
         Permission::DirectResolve,
         Permission::ConsumerResolve,
+        Permission::ConsumerWatch,
         Permission::ReadAudit,
         Permission::ManageVaults,
     ];
@@ -99,6 +105,7 @@ impl Permission {
             Permission::ManageBindings => "manage_bindings",
             Permission::DirectResolve => "direct_resolve",
             Permission::ConsumerResolve => "consumer_resolve",
+            Permission::ConsumerWatch => "consumer_watch",
             Permission::ReadAudit => "read_audit",
             Permission::ManageVaults => "manage_vaults",
         }
@@ -310,10 +317,22 @@ mod tests {
         assert_eq!(allowed(Role::Admin), Permission::ALL.to_vec());
         assert_eq!(
             allowed(Role::Editor),
-            vec![ReadMetadata, WriteSecrets, ManageBindings, ReadAudit]
+            vec![
+                ReadMetadata,
+                WriteSecrets,
+                ManageBindings,
+                ConsumerWatch,
+                ReadAudit
+            ]
         );
-        assert_eq!(allowed(Role::Viewer), vec![ReadMetadata, ReadAudit]);
-        assert_eq!(allowed(Role::Resolver), vec![ConsumerResolve]);
+        assert_eq!(
+            allowed(Role::Viewer),
+            vec![ReadMetadata, ConsumerWatch, ReadAudit]
+        );
+        assert_eq!(
+            allowed(Role::Resolver),
+            vec![ConsumerResolve, ConsumerWatch]
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The deadline passed before the work finished.
     DeadlineExceeded,
+    /// The request names a position past what the server can serve (e.g. a
+    /// WatchSecrets resume token older than the replay window).
+    OutOfRange,
     /// The capability is not built (yet) or not configured.
     Unimplemented,
     /// A bug or an unexpected failure; details are in the server log only.
@@ -77,6 +80,11 @@ pub enum Reason {
     PermissionDenied,
     NotImplemented,
     DatabaseUnavailable,
+    /// A WatchSecrets resume token is older than the replay window: read
+    /// everything again and watch without a token.
+    WatchTokenExpired,
+    /// The server is shutting down; retry (on another replica) with backoff.
+    ShuttingDown,
     Internal,
 }
 
@@ -118,6 +126,8 @@ impl Reason {
             Reason::PermissionDenied => "PERMISSION_DENIED",
             Reason::NotImplemented => "NOT_IMPLEMENTED",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+            Reason::WatchTokenExpired => "WATCH_TOKEN_EXPIRED",
+            Reason::ShuttingDown => "SHUTTING_DOWN",
             Reason::Internal => "INTERNAL",
         }
     }

@@ -13,6 +13,7 @@ pub mod aws_secrets_manager;
 mod config;
 pub mod conformance;
 mod error;
+pub mod instrumented;
 pub mod local_encrypted;
 mod provider;
 pub mod registry;

@@ -2,7 +2,8 @@
 //! descriptor id, and the client of each vault. Built once at start;
 //! duplicate ids are refused. Clients are cached per vault and settings
 //! revision, so an AWS client (its connection pool, its credentials) is
-//! built once per vault change, not per call.
+//! built once per vault change, not per call. Clients come wrapped in
+//! [`Instrumented`], which times and traces every call.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -13,6 +14,7 @@ use coffer_crypto::Keyring;
 use crate::aws_secrets_manager;
 use crate::config::VaultConfig;
 use crate::error::ProviderError;
+use crate::instrumented::Instrumented;
 use crate::local_encrypted::{self, LocalEncryptedProvider};
 use crate::provider::{ProviderFactory, SecretProvider};
 use crate::types::ProviderDescriptor;
@@ -87,7 +89,8 @@ impl ProviderRegistry {
     }
 
     /// The client of one vault: cached under `vault_key` (the vault's uid, or
-    /// empty for the built-in local store) until `revision` changes.
+    /// empty for the built-in local store) until `revision` changes. Every
+    /// call on it is timed and traced ([`Instrumented`]).
     pub async fn client(
         &self,
         vault_key: &str,
@@ -105,7 +108,7 @@ impl ProviderRegistry {
         })?;
         // Built outside the lock: connecting may wait on the network (AWS
         // credential discovery). Two racing callers both build; one wins.
-        let client = factory.connect(config).await?;
+        let client = Instrumented::wrap(factory.connect(config).await?, vault_key);
         self.lock_clients().insert(
             vault_key.to_owned(),
             CachedClient {

@@ -1,12 +1,15 @@
 //! Coffer's server: the use cases ([`app`]), the gRPC edge ([`grpc`]), health
-//! reporting and the serve loop. The binary (`coffer serve`) builds a
+//! reporting, what operators see of it ([`observe`]: per-RPC logs, request
+//! ids, metrics) and the serve loop. The binary (`coffer serve`) builds a
 //! [`Coffer`] from a store, providers and a keyring, binds a listener and calls
 //! [`serve`].
 
 pub mod app;
 pub mod grpc;
 pub mod health;
+pub mod observe;
 mod serve;
+pub mod telemetry;
 pub mod tls;
 
 pub use app::Coffer;

@@ -1,18 +1,28 @@
 //! The serve loop: one tonic server carrying SecretsService, VaultService,
 //! health and reflection (v1 and v1alpha) on a listener the caller bound, with
-//! bounded message sizes, plus the background tasks (health watcher, reaper).
-//! The transport is plaintext (dev mode only) or mutual TLS ([`Mtls`]: the
-//! TLS configuration and the role policy, reloadable together).
-//! Shutdown: health NOT_SERVING first, then in-flight RPCs drain.
+//! bounded message sizes, plus the background tasks (health watcher, reaper)
+//! and, when given a listener, the Prometheus `/metrics` endpoint. Every call
+//! passes the per-RPC layer of [`crate::observe`] (span, request id, log
+//! line, metrics). The transport is plaintext (dev mode only) or mutual TLS
+//! ([`Mtls`]: the TLS configuration and the role policy, reloadable together).
+//!
+//! Shutdown, when the caller's future resolves: health NOT_SERVING for every
+//! service at once, WatchSecrets streams end, the listener closes and
+//! connections are told to go away (new calls are refused), in-flight calls
+//! finish within the grace period;
+//! calls still running after it are cut (they answer UNAVAILABLE) and
+//! `serve` returns `Ok` all the same, with a warning naming how many.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coffer_proto::v1::secrets_service_server::SecretsServiceServer;
 use coffer_proto::v1::vault_service_server::VaultServiceServer;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -22,10 +32,17 @@ use crate::grpc::auth::Authenticator;
 use crate::grpc::authz::{Authorizer, PolicyFileError, SharedPolicy, load_policy_file};
 use crate::grpc::{SecretsApi, VaultsApi};
 use crate::health;
+use crate::observe::metrics::{self, MethodLabels, MetricsError};
+use crate::observe::{InFlight, RpcLayer};
 use crate::tls::{ReloadableTls, TlsError, TlsFiles, incoming};
 
-/// Server settings that are not part of the use cases.
-#[derive(Debug, Clone)]
+/// How long cut calls get to send their UNAVAILABLE answer after the grace
+/// period before `serve` returns.
+const CUT_FLUSH: Duration = Duration::from_millis(500);
+
+/// Server settings that are not part of the use cases. Not `Clone`: it owns
+/// the metrics listener.
+#[derive(Debug)]
 pub struct ServeOptions {
     /// How callers are identified; must be `Mtls` exactly when `tls` is set.
     pub authenticator: Authenticator,
@@ -41,6 +58,17 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     pub health_interval: Duration,
     pub reaper_interval: Duration,
+    /// How long in-flight calls may run on after shutdown starts; calls
+    /// still running then are cut.
+    pub shutdown_grace: Duration,
+    /// Where to serve Prometheus text at `/metrics` (HTTP/1.1, plaintext);
+    /// `None` records no metrics at all.
+    pub metrics_listener: Option<TcpListener>,
+    /// Where to serve `grpc.health.v1` alone, in plaintext, for probes that
+    /// cannot present a client certificate (Kubernetes `grpc:` probes, a
+    /// container HEALTHCHECK). It reports the same status as the API port and
+    /// keeps answering (NOT_SERVING) while the server drains.
+    pub health_listener: Option<TcpListener>,
 }
 
 impl ServeOptions {
@@ -55,6 +83,9 @@ impl ServeOptions {
             request_timeout: Duration::from_secs(30),
             health_interval: Duration::from_secs(1),
             reaper_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(20),
+            metrics_listener: None,
+            health_listener: None,
         }
     }
 
@@ -139,6 +170,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("inconsistent serve options: {0}")]
     Options(&'static str),
+    #[error("cannot serve metrics: {0}")]
+    Metrics(#[from] MetricsError),
 }
 
 /// Reflection knows every served service, both reflection versions included,
@@ -153,7 +186,18 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight RPCs and returns.
+/// Every method the server answers, for the `method` metric label.
+fn served_methods() -> MethodLabels {
+    MethodLabels::from_descriptor_sets(&[
+        coffer_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight RPCs (bounded by
+/// `options.shutdown_grace`) and returns.
 pub async fn serve(
     listener: TcpListener,
     coffer: Coffer,
@@ -175,6 +219,14 @@ pub async fn serve(
         }
         (Authenticator::DevAdmin, None) | (Authenticator::Mtls, Some(_)) => {}
     }
+    // Everything that can fail comes before the first task is spawned.
+    let metrics_endpoint = match options.metrics_listener {
+        Some(listener) => Some((listener, metrics::prometheus()?)),
+        None => None,
+    };
+    let reflection_v1 = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, ServingStatus::NotServing).await;
     let watcher = health::spawn_watcher(
@@ -183,9 +235,36 @@ pub async fn serve(
         options.health_interval,
     );
     let reaper = spawn_reaper(coffer.clone(), options.reaper_interval);
-
-    let reflection_v1 = reflection_builder().build_v1()?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    let in_flight = InFlight::default();
+    // Stops the side listeners (metrics, health-only) after the drain.
+    let stop_metrics = CancellationToken::new();
+    let health_only = options.health_listener.map(|listener| {
+        let service = health_service.clone();
+        let stop = stop_metrics.clone();
+        tokio::spawn(async move {
+            let served = Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the health listener failed");
+            }
+        })
+    });
+    let metrics = metrics_endpoint.map(|(listener, recorder)| {
+        metrics::spawn_endpoint(
+            listener,
+            recorder,
+            metrics::Sampled {
+                store: coffer.store().clone(),
+                in_flight: in_flight.clone(),
+            },
+            stop_metrics.clone(),
+        )
+    });
 
     // Size limits live on the generated servers; the interceptor wraps them.
     let secrets = InterceptedService::new(
@@ -207,39 +286,120 @@ pub async fn serve(
         options.authenticator.clone(),
     );
 
-    let drain_reporter = reporter.clone();
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-        health::set_all(&drain_reporter, ServingStatus::NotServing).await;
-    };
-
+    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
     let router = Server::builder()
         .timeout(options.request_timeout)
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .layer(RpcLayer::new(served_methods(), in_flight.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(secrets)
         .add_service(vaults);
-    let result = match options.tls {
-        None => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                .await
-        }
+    let draining = async {
+        let _ = draining.await;
+    };
+    let mut acceptor = None;
+    let server = match options.tls {
+        None => router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+            .boxed(),
         Some(tls) => {
-            let (connections, acceptor) = incoming(listener, tls);
-            let result = router
-                .serve_with_incoming_shutdown(connections, shutdown)
-                .await;
-            acceptor.abort();
-            result
+            let (connections, task) = incoming(listener, tls);
+            acceptor = Some(task);
+            router
+                .serve_with_incoming_shutdown(connections, draining)
+                .boxed()
         }
     };
+    let result = run_until_drained(
+        server,
+        shutdown,
+        Drain {
+            coffer: &coffer,
+            watcher: &watcher,
+            reporter: &reporter,
+            send: drain,
+            in_flight: &in_flight,
+            grace: options.shutdown_grace,
+        },
+    )
+    .await;
+    if let Some(acceptor) = acceptor {
+        acceptor.abort();
+    }
     watcher.abort();
     reaper.abort();
+    stop_metrics.cancel();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
+    if let Some(health_only) = health_only {
+        let _ = health_only.await;
+    }
     result?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// What shutdown needs to stop the server in order.
+struct Drain<'a> {
+    coffer: &'a Coffer,
+    watcher: &'a tokio::task::JoinHandle<()>,
+    reporter: &'a tonic_health::server::HealthReporter,
+    send: tokio::sync::oneshot::Sender<()>,
+    in_flight: &'a InFlight,
+    grace: Duration,
+}
+
+/// Runs the server until `shutdown` resolves, then: NOT_SERVING, drain,
+/// and after the grace period cut what is left.
+async fn run_until_drained(
+    server: futures::future::BoxFuture<'_, Result<(), tonic::transport::Error>>,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Drain<'_>,
+) -> Result<(), tonic::transport::Error> {
+    let mut server = server;
+    tokio::select! {
+        // Only a transport failure ends the server before shutdown.
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    let started = Instant::now();
+    // The watcher would turn health back to SERVING on its next ping.
+    drain.watcher.abort();
+    health::set_all(drain.reporter, ServingStatus::NotServing).await;
+    // Change streams never end on their own; they must not hold the drain.
+    drain.coffer.close_watches();
+    tracing::info!(
+        in_flight = drain.in_flight.count(),
+        grace_ms = millis(drain.grace),
+        "shutting down: health NOT_SERVING, refusing new calls, draining in-flight calls"
+    );
+    let _ = drain.send.send(());
+    match tokio::time::timeout(drain.grace, &mut server).await {
+        Ok(result) => {
+            tracing::info!(
+                drained_ms = millis(started.elapsed()),
+                "every in-flight call finished"
+            );
+            result
+        }
+        Err(_) => {
+            let cut = drain.in_flight.count();
+            tracing::warn!(
+                cut,
+                grace_ms = millis(drain.grace),
+                "grace period over; cutting the calls still in flight"
+            );
+            drain.in_flight.cut();
+            // Let the cut calls' answers reach their callers; whatever is
+            // still open after that ends with the process.
+            let _ = tokio::time::timeout(CUT_FLUSH, &mut server).await;
+            Ok(())
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

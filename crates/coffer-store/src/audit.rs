@@ -47,6 +47,9 @@ pub struct AuditFilter {
 
 impl Store {
     /// One page of a tenant's events in seq order, after `after_seq`.
+    #[tracing::instrument(name = "db.list_audit_events", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "list_audit_events", otel.kind = "client"
+    ))]
     pub async fn list_audit_events(
         &self,
         tenant: &TenantId,
@@ -92,6 +95,9 @@ impl Store {
     }
 
     /// The head of a tenant's chain; `None` before its first event.
+    #[tracing::instrument(name = "db.audit_head", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "audit_head", otel.kind = "client"
+    ))]
     pub async fn audit_head(&self, tenant: &TenantId) -> Result<Option<ChainHead>> {
         let row = audit_head::Entity::find_by_id(tenant.as_str().to_owned())
             .one(&self.read)
@@ -104,15 +110,26 @@ impl Store {
     }
 }
 
+/// The audit action of a resolve: a read, not a change.
+const RESOLVE_ACTION: &str = "secret.resolve";
+
 impl WriteTx {
     /// Chains and stores events, returning them in input order with their seq
     /// and hashes. Tenants' heads are locked in tenant order (not first-seen
     /// order), so two transactions appending for the same tenants cannot
     /// deadlock; each head stays locked until this transaction ends.
+    #[tracing::instrument(name = "db.append_audit", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "append_audit", otel.kind = "client"
+    ))]
     pub async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<Vec<AuditEventRecord>> {
         let total = events.len();
         let mut by_tenant: BTreeMap<String, Vec<(usize, NewAuditEvent)>> = BTreeMap::new();
         for (index, event) in events.into_iter().enumerate() {
+            // Resolves and refusals are audited too but change nothing:
+            // only successful mutations wake change watchers.
+            if event.outcome == AuditOutcome::Success && event.action != RESOLVE_ACTION {
+                self.note_change(&event.tenant);
+            }
             by_tenant
                 .entry(event.tenant.as_str().to_owned())
                 .or_default()
@@ -204,7 +221,7 @@ fn to_row(record: &AuditEventRecord) -> Result<audit_event::ActiveModel> {
     })
 }
 
-fn to_record(row: audit_event::Model) -> Result<AuditEventRecord> {
+pub(crate) fn to_record(row: audit_event::Model) -> Result<AuditEventRecord> {
     Ok(AuditEventRecord {
         seq: row.seq,
         event: NewAuditEvent {

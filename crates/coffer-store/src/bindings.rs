@@ -22,6 +22,9 @@ const TABLE: &str = "bindings";
 
 impl Store {
     /// The binding `tenants/{tenant}/bindings/{id}`.
+    #[tracing::instrument(name = "db.get_binding", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_binding", otel.kind = "client"
+    ))]
     pub async fn get_binding(&self, tenant: &TenantId, id: &str) -> Result<Option<BindingRecord>> {
         find_by_id(&self.read, tenant, id).await
     }
@@ -29,6 +32,9 @@ impl Store {
     /// One page of a tenant's bindings in id order, after `after_id`,
     /// optionally only those of one secret (by uid) and/or one consumer
     /// (kind, id).
+    #[tracing::instrument(name = "db.list_bindings", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "list_bindings", otel.kind = "client"
+    ))]
     pub async fn list_bindings(
         &self,
         tenant: &TenantId,
@@ -55,6 +61,9 @@ impl Store {
     }
 
     /// The binding of one consumer at exactly `config_path`: the resolution check.
+    #[tracing::instrument(name = "db.find_binding", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "find_binding", otel.kind = "client"
+    ))]
     pub async fn find_binding(
         &self,
         tenant: &TenantId,
@@ -69,6 +78,9 @@ impl Store {
 
     /// Every binding of one consumer whose config path starts with
     /// `config_path_prefix` (taken literally; empty means all), by config path.
+    #[tracing::instrument(name = "db.consumer_bindings", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "consumer_bindings", otel.kind = "client"
+    ))]
     pub async fn consumer_bindings(
         &self,
         tenant: &TenantId,
@@ -91,6 +103,9 @@ impl WriteTx {
     /// Inserts a binding. Another binding of the same consumer at the same
     /// config path answers `AlreadyExists`; a secret uid that does not exist
     /// answers `NotFound`.
+    #[tracing::instrument(name = "db.insert_binding", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "insert_binding", otel.kind = "client"
+    ))]
     pub async fn insert_binding(&self, b: &BindingRecord) -> Result<()> {
         let row = binding::ActiveModel {
             id: Set(b.id.clone()),
@@ -111,6 +126,9 @@ impl WriteTx {
     /// Writes secret_uid, version_selector, required, label, update_time and
     /// revision if the stored revision is still `expected_revision`; otherwise
     /// `Aborted`. The caller sets `b.revision` to the new revision.
+    #[tracing::instrument(name = "db.update_binding", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "update_binding", otel.kind = "client"
+    ))]
     pub async fn update_binding(&self, b: &BindingRecord, expected_revision: i64) -> Result<()> {
         let result = binding::Entity::update_many()
             .set(mutable_columns(b))
@@ -127,6 +145,9 @@ impl WriteTx {
     }
 
     /// Deletes a binding; whether it existed.
+    #[tracing::instrument(name = "db.delete_binding", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "delete_binding", otel.kind = "client"
+    ))]
     pub async fn delete_binding(&self, tenant: &TenantId, id: &str) -> Result<bool> {
         let result = binding::Entity::delete_many()
             .filter(binding::Column::Tenant.eq(tenant.as_str()))
@@ -138,6 +159,9 @@ impl WriteTx {
     }
 
     /// The binding as this transaction sees it (for etag checks before a write).
+    #[tracing::instrument(name = "db.get_binding", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_binding", otel.kind = "client"
+    ))]
     pub async fn get_binding(&self, tenant: &TenantId, id: &str) -> Result<Option<BindingRecord>> {
         find_by_id(&self.txn, tenant, id)
             .await
@@ -146,6 +170,9 @@ impl WriteTx {
 
     /// [`Store::consumer_bindings`] inside this transaction (SyncBindings diffs
     /// the desired set against it).
+    #[tracing::instrument(name = "db.consumer_bindings", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "consumer_bindings", otel.kind = "client"
+    ))]
     pub async fn consumer_bindings(
         &self,
         tenant: &TenantId,

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use coffer_core::{Error, Result};
+use coffer_core::{Error, Result, TenantId};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -19,6 +19,7 @@ use sea_orm::{
 
 use crate::error::db_err;
 use crate::tx::WriteTx;
+use tokio::sync::broadcast;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,19 @@ impl Default for StoreOptions {
     }
 }
 
+/// How one connection pool is used right now (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// `read` and `write` on SQLite, `shared` for PostgreSQL's one pool.
+    pub pool: &'static str,
+    /// Open connections waiting in the pool.
+    pub idle: u32,
+    /// Open connections lent out to a query or transaction.
+    pub in_use: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
 /// Whether one migration has been applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationStatus {
@@ -69,7 +83,14 @@ pub struct Store {
     pub(crate) read: DatabaseConnection,
     pub(crate) write: DatabaseConnection,
     backend: Backend,
+    /// Tenants changed by a committed transaction (see
+    /// [`Store::subscribe_commits`]).
+    commits: broadcast::Sender<TenantId>,
 }
+
+/// How many commit notices a slow subscriber may lag behind before it is
+/// told it missed some (and re-reads).
+const COMMIT_NOTICES: usize = 1024;
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,6 +115,7 @@ impl Store {
                 read: pool.clone(),
                 write: pool,
                 backend: Backend::Postgres,
+                commits: broadcast::channel(COMMIT_NOTICES).0,
             })
         } else {
             Err(Error::invalid_field(
@@ -123,6 +145,7 @@ impl Store {
                 read: write.clone(),
                 write,
                 backend: Backend::Sqlite,
+                commits: broadcast::channel(COMMIT_NOTICES).0,
             });
         }
         let mut read_opts = pool_options(url, options, options.max_connections.max(1));
@@ -132,6 +155,7 @@ impl Store {
             read,
             write,
             backend: Backend::Sqlite,
+            commits: broadcast::channel(COMMIT_NOTICES).0,
         })
     }
 
@@ -174,10 +198,33 @@ impl Store {
         Ok(())
     }
 
+    /// A snapshot of every pool's connections: SQLite's read and write
+    /// pools (the same pool twice for an in-memory database), or
+    /// PostgreSQL's one pool. Reads counters only; never waits.
+    pub fn pool_usage(&self) -> Vec<PoolUsage> {
+        match self.backend {
+            Backend::Sqlite => vec![
+                usage("read", self.read.get_sqlite_connection_pool()),
+                usage("write", self.write.get_sqlite_connection_pool()),
+            ],
+            Backend::Postgres => vec![usage("shared", self.write.get_postgres_connection_pool())],
+        }
+    }
+
     /// Starts a transaction on the write pool.
     pub async fn begin(&self) -> Result<WriteTx> {
         let txn = self.write.begin().await.map_err(db_err)?;
-        Ok(WriteTx::new(txn, self.backend))
+        Ok(WriteTx::new(txn, self.backend, self.commits.clone()))
+    }
+
+    /// Notices of committed changes: after a transaction that audited a
+    /// successful mutation commits, each tenant it changed is sent once.
+    /// Every mutation audits itself in its own transaction, so this is
+    /// "something changed in this tenant" for this process's writes (other
+    /// replicas' writes are seen by reading the database). Resolves and
+    /// refusals send nothing.
+    pub fn subscribe_commits(&self) -> broadcast::Receiver<TenantId> {
+        self.commits.subscribe()
     }
 
     /// Closes the pools; later calls answer `Unavailable`.
@@ -197,6 +244,20 @@ fn pool_options(url: &str, options: &StoreOptions, max_connections: u32) -> Conn
         .acquire_timeout(options.acquire_timeout)
         .sqlx_logging(options.log_statements);
     opts
+}
+
+fn usage<DB: sea_orm::sqlx::Database>(
+    pool: &'static str,
+    of: &sea_orm::sqlx::Pool<DB>,
+) -> PoolUsage {
+    let size = of.size();
+    let idle = u32::try_from(of.num_idle()).unwrap_or(u32::MAX).min(size);
+    PoolUsage {
+        pool,
+        idle,
+        in_use: size - idle,
+        max: of.options().get_max_connections(),
+    }
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

@@ -26,6 +26,9 @@ pub struct IdempotencyRecord {
 }
 
 impl Store {
+    #[tracing::instrument(name = "db.find_idempotency", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "find_idempotency", otel.kind = "client"
+    ))]
     pub async fn find_idempotency(
         &self,
         tenant: &TenantId,
@@ -50,6 +53,9 @@ impl Store {
     }
 
     /// Forgets requests recorded before `cutoff`; returns how many.
+    #[tracing::instrument(name = "db.delete_idempotency_older_than", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "delete_idempotency_older_than", otel.kind = "client"
+    ))]
     pub async fn delete_idempotency_older_than(&self, cutoff: UnixMicros) -> Result<u64> {
         let result = idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::CreateTime.lt(cutoff))
@@ -63,6 +69,9 @@ impl Store {
 impl WriteTx {
     /// Records a request. A (tenant, request_id) already recorded answers
     /// `AlreadyExists` with `REQUEST_ID_REUSED`.
+    #[tracing::instrument(name = "db.insert_idempotency", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "insert_idempotency", otel.kind = "client"
+    ))]
     pub async fn insert_idempotency(&self, rec: &IdempotencyRecord) -> Result<()> {
         let row = idempotency_key::ActiveModel {
             tenant: Set(rec.tenant.clone()),

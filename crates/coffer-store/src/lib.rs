@@ -8,6 +8,7 @@
 
 mod audit;
 mod bindings;
+mod changes;
 mod conn;
 mod entity;
 mod error;
@@ -16,12 +17,13 @@ mod labels;
 mod prefix;
 mod secrets;
 mod secrets_tx;
+mod spans;
 pub mod testing;
 mod tx;
 mod vaults;
 mod versions;
 
 pub use audit::AuditFilter;
-pub use conn::{Backend, MigrationStatus, Store, StoreOptions};
+pub use conn::{Backend, MigrationStatus, PoolUsage, Store, StoreOptions};
 pub use idempotency::IdempotencyRecord;
 pub use tx::WriteTx;

@@ -34,6 +34,9 @@ const EXTERNAL_REF_PREFIX_CHARS: usize = 256;
 
 impl Store {
     /// The visible secret `tenant/key`, with its labels.
+    #[tracing::instrument(name = "db.get_secret", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_secret", otel.kind = "client"
+    ))]
     pub async fn get_secret(
         &self,
         tenant: &TenantId,
@@ -43,6 +46,9 @@ impl Store {
     }
 
     /// The secret with this uid, with its labels, including a purged tombstone.
+    #[tracing::instrument(name = "db.get_secret_by_uid", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_secret_by_uid", otel.kind = "client"
+    ))]
     pub async fn get_secret_by_uid(&self, uid: &str) -> Result<Option<SecretRecord>> {
         let row = secret::Entity::find_by_id(uid.to_owned())
             .one(&self.read)
@@ -58,6 +64,9 @@ impl Store {
     /// `after_key`. Deleted secrets are hidden unless `show_deleted` or the
     /// filter asks for state DELETED. Filter values reach SQL only as bound
     /// parameters; labels for the page come from one extra query.
+    #[tracing::instrument(name = "db.list_secrets", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "list_secrets", otel.kind = "client"
+    ))]
     pub async fn list_secrets(
         &self,
         tenant: &TenantId,
@@ -99,6 +108,9 @@ impl Store {
     /// The tenant's visible secrets (soft-deleted included) whose external
     /// reference is one of `refs`, in key order: remote import's check for
     /// references that are already imported.
+    #[tracing::instrument(name = "db.secrets_by_external_refs", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "secrets_by_external_refs", otel.kind = "client"
+    ))]
     pub async fn secrets_by_external_refs(
         &self,
         tenant: &TenantId,
@@ -121,6 +133,9 @@ impl Store {
 
     /// The tenant's visible secrets (soft-deleted included) holding one of
     /// `keys`, in key order.
+    #[tracing::instrument(name = "db.secrets_by_keys", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "secrets_by_keys", otel.kind = "client"
+    ))]
     pub async fn secrets_by_keys(
         &self,
         tenant: &TenantId,
@@ -135,6 +150,9 @@ impl Store {
 
     /// The tenant's visible secrets (soft-deleted included) using one of
     /// `names` as display name, in key order.
+    #[tracing::instrument(name = "db.secrets_by_display_names", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "secrets_by_display_names", otel.kind = "client"
+    ))]
     pub async fn secrets_by_display_names(
         &self,
         tenant: &TenantId,
@@ -147,6 +165,9 @@ impl Store {
     }
 
     /// Deleted secrets whose purge time has come, soonest first.
+    #[tracing::instrument(name = "db.secrets_due_for_purge", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "secrets_due_for_purge", otel.kind = "client"
+    ))]
     pub async fn secrets_due_for_purge(
         &self,
         now: UnixMicros,

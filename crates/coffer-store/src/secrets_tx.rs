@@ -18,6 +18,9 @@ impl WriteTx {
     /// The visible secret `tenant/key`, locked until commit on PostgreSQL
     /// (`SELECT … FOR UPDATE`), so concurrent rotations of one secret queue up.
     /// SQLite has a single writer, which already serializes this transaction.
+    #[tracing::instrument(name = "db.get_secret_for_update", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_secret_for_update", otel.kind = "client"
+    ))]
     pub async fn get_secret_for_update(
         &self,
         tenant: &TenantId,
@@ -30,6 +33,9 @@ impl WriteTx {
 
     /// The visible secret holding this key, in any state (a deleted secret
     /// keeps its key until it is purged).
+    #[tracing::instrument(name = "db.secret_key_taken", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "secret_key_taken", otel.kind = "client"
+    ))]
     pub async fn secret_key_taken(
         &self,
         tenant: &TenantId,
@@ -41,6 +47,9 @@ impl WriteTx {
     }
 
     /// Whether another visible secret of the tenant uses this display name.
+    #[tracing::instrument(name = "db.display_name_taken", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "display_name_taken", otel.kind = "client"
+    ))]
     pub async fn display_name_taken(
         &self,
         tenant: &TenantId,
@@ -62,6 +71,9 @@ impl WriteTx {
 
     /// Inserts a secret and its labels. A taken key or display name answers
     /// `AlreadyExists` (the partial unique indexes decide, also under a race).
+    #[tracing::instrument(name = "db.insert_secret", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "insert_secret", otel.kind = "client"
+    ))]
     pub async fn insert_secret(&self, rec: &SecretRecord) -> Result<()> {
         secret::Entity::insert(new_row(rec))
             .exec_without_returning(&self.txn)
@@ -75,6 +87,9 @@ impl WriteTx {
     /// Writes every mutable column of `rec` and replaces its labels, if the
     /// stored revision is still `expected_revision`; otherwise `Aborted`.
     /// The caller sets `rec.revision` to the new revision.
+    #[tracing::instrument(name = "db.update_secret", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "update_secret", otel.kind = "client"
+    ))]
     pub async fn update_secret(&self, rec: &SecretRecord, expected_revision: i64) -> Result<()> {
         let result = secret::Entity::update_many()
             .set(mutable_columns(rec))
@@ -95,6 +110,9 @@ impl WriteTx {
     /// Purges a secret: its versions (and their material), labels and
     /// bindings are deleted, and the row becomes a tombstone (`purged_time = now`), which
     /// frees its key and display name. `NotFound` if it is already purged.
+    #[tracing::instrument(name = "db.purge_secret", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "purge_secret", otel.kind = "client"
+    ))]
     pub async fn purge_secret(&self, uid: &str, now: UnixMicros) -> Result<()> {
         let result = secret::Entity::update_many()
             .col_expr(secret::Column::PurgedTime, Expr::val(now))
@@ -132,6 +150,9 @@ impl WriteTx {
     /// Stamps `time` as the last resolve of these secrets, only moving it
     /// forward (a late, older stamp is ignored). Not a change of the secret:
     /// no revision bump, so etags stay valid.
+    #[tracing::instrument(name = "db.set_last_resolve_time", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "set_last_resolve_time", otel.kind = "client"
+    ))]
     pub async fn set_last_resolve_time(
         &self,
         secret_uids: &[String],

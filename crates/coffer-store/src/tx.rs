@@ -8,11 +8,14 @@
 //! statements failed and refuses to commit, on both backends alike: SQLite
 //! tests then catch the misuse that would lose writes on PostgreSQL.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use coffer_core::{Error, Result};
+use coffer_core::{Error, Result, TenantId};
 use sea_orm::DatabaseTransaction;
+use tokio::sync::broadcast;
 
 use crate::conn::Backend;
 use crate::error::db_err;
@@ -22,6 +25,10 @@ pub struct WriteTx {
     pub(crate) txn: DatabaseTransaction,
     pub(crate) backend: Backend,
     failed: AtomicBool,
+    /// Tenants this transaction changed (it audited a successful mutation);
+    /// announced on `commits` once the commit succeeded.
+    changed: Mutex<BTreeSet<TenantId>>,
+    commits: broadcast::Sender<TenantId>,
 }
 
 impl fmt::Debug for WriteTx {
@@ -34,12 +41,26 @@ impl fmt::Debug for WriteTx {
 }
 
 impl WriteTx {
-    pub(crate) fn new(txn: DatabaseTransaction, backend: Backend) -> Self {
+    pub(crate) fn new(
+        txn: DatabaseTransaction,
+        backend: Backend,
+        commits: broadcast::Sender<TenantId>,
+    ) -> Self {
         WriteTx {
             txn,
             backend,
             failed: AtomicBool::new(false),
+            changed: Mutex::default(),
+            commits,
         }
+    }
+
+    /// Remembers that this transaction changed something in `tenant`.
+    pub(crate) fn note_change(&self, tenant: &TenantId) {
+        self.changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant.clone());
     }
 
     /// Marks the transaction as failed (a statement errored) and passes the
@@ -51,6 +72,9 @@ impl WriteTx {
 
     /// Commits. Refused (and rolled back) if any statement of this
     /// transaction failed: drop the transaction after an error and start anew.
+    #[tracing::instrument(name = "db.commit", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "commit", otel.kind = "client"
+    ))]
     pub async fn commit(self) -> Result<()> {
         if self.failed.load(Ordering::Relaxed) {
             self.txn.rollback().await.map_err(db_err)?;
@@ -58,10 +82,20 @@ impl WriteTx {
                 "write transaction committed after one of its statements failed; rolled back",
             ));
         }
-        self.txn.commit().await.map_err(db_err)
+        self.txn.commit().await.map_err(db_err)?;
+        let changed =
+            std::mem::take(&mut *self.changed.lock().unwrap_or_else(PoisonError::into_inner));
+        for tenant in changed {
+            // An error only means that nobody is listening.
+            let _ = self.commits.send(tenant);
+        }
+        Ok(())
     }
 
     /// Rolls back explicitly (dropping the transaction does the same).
+    #[tracing::instrument(name = "db.rollback", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "rollback", otel.kind = "client"
+    ))]
     pub async fn rollback(self) -> Result<()> {
         self.txn.rollback().await.map_err(db_err)
     }

@@ -27,6 +27,9 @@ const TABLE: &str = "vaults";
 
 impl Store {
     /// The vault `tenants/{tenant}/vaults/{vault_id}`, in any state.
+    #[tracing::instrument(name = "db.get_vault", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_vault", otel.kind = "client"
+    ))]
     pub async fn get_vault(
         &self,
         tenant: &TenantId,
@@ -37,6 +40,9 @@ impl Store {
 
     /// One page of a tenant's vaults in vault id order, after
     /// `after_vault_id`; disabled vaults included.
+    #[tracing::instrument(name = "db.list_vaults", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "list_vaults", otel.kind = "client"
+    ))]
     pub async fn list_vaults(
         &self,
         tenant: &TenantId,
@@ -54,6 +60,9 @@ impl Store {
     }
 
     /// The tenant's default vault for `provider`, if one is set.
+    #[tracing::instrument(name = "db.default_vault", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "default_vault", otel.kind = "client"
+    ))]
     pub async fn default_vault(
         &self,
         tenant: &TenantId,
@@ -74,6 +83,9 @@ impl WriteTx {
     /// Inserts a vault. A taken vault id answers `AlreadyExists`
     /// (VAULT_ALREADY_EXISTS); a second default for the tenant and provider,
     /// which only a concurrent writer can cause, answers `Aborted`.
+    #[tracing::instrument(name = "db.insert_vault", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "insert_vault", otel.kind = "client"
+    ))]
     pub async fn insert_vault(&self, rec: &VaultRecord) -> Result<()> {
         let row = vault::ActiveModel {
             uid: Set(rec.uid.clone()),
@@ -109,6 +121,9 @@ impl WriteTx {
 
     /// The vault, locked until commit on PostgreSQL (`SELECT … FOR UPDATE`).
     /// SQLite has a single writer, which already serializes this transaction.
+    #[tracing::instrument(name = "db.get_vault_for_update", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_vault_for_update", otel.kind = "client"
+    ))]
     pub async fn get_vault_for_update(
         &self,
         tenant: &TenantId,
@@ -124,6 +139,9 @@ impl WriteTx {
     /// change of which vault is the default, or whether one is enabled, takes
     /// this lock first, so such changes run one after another and, locking in
     /// one order, cannot deadlock.
+    #[tracing::instrument(name = "db.lock_provider_vaults", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "lock_provider_vaults", otel.kind = "client"
+    ))]
     pub async fn lock_provider_vaults(
         &self,
         tenant: &TenantId,
@@ -146,6 +164,9 @@ impl WriteTx {
     /// `expected_revision`; otherwise `Aborted` (ETAG_MISMATCH). Making it a
     /// second default of its provider also answers `Aborted`: another default
     /// was set concurrently. The caller sets `rec.revision` to the new revision.
+    #[tracing::instrument(name = "db.update_vault", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "update_vault", otel.kind = "client"
+    ))]
     pub async fn update_vault(&self, rec: &VaultRecord, expected_revision: i64) -> Result<()> {
         let result = vault::Entity::update_many()
             .set(mutable_columns(rec))

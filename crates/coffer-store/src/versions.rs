@@ -19,6 +19,9 @@ use crate::secrets::to_u64;
 use crate::tx::WriteTx;
 
 impl Store {
+    #[tracing::instrument(name = "db.get_version", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_version", otel.kind = "client"
+    ))]
     pub async fn get_version(
         &self,
         secret_uid: &str,
@@ -28,6 +31,9 @@ impl Store {
     }
 
     /// Versions of a secret, newest first, below `before_version` if given.
+    #[tracing::instrument(name = "db.list_versions", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "list_versions", otel.kind = "client"
+    ))]
     pub async fn list_versions(
         &self,
         secret_uid: &str,
@@ -47,6 +53,9 @@ impl Store {
 
     /// Versions that still hold material, in (secret_uid, version) order after
     /// the `after` cursor: the scan behind `coffer keys rewrap`.
+    #[tracing::instrument(name = "db.versions_with_material", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "versions_with_material", otel.kind = "client"
+    ))]
     pub async fn versions_with_material(
         &self,
         after: Option<(String, i64)>,
@@ -76,6 +85,9 @@ impl Store {
 impl WriteTx {
     /// Inserts a new version. A number that already exists means another
     /// writer allocated it concurrently: `Aborted`, so the caller retries.
+    #[tracing::instrument(name = "db.insert_version", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "insert_version", otel.kind = "client"
+    ))]
     pub async fn insert_version(&self, v: &VersionRecord) -> Result<()> {
         let row = secret_version::ActiveModel {
             secret_uid: Set(v.secret_uid.clone()),
@@ -105,6 +117,9 @@ impl WriteTx {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.get_version", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "get_version", otel.kind = "client"
+    ))]
     pub async fn get_version(
         &self,
         secret_uid: &str,
@@ -117,6 +132,9 @@ impl WriteTx {
 
     /// Writes state, material, destroy time, provider version ref and revision
     /// if the stored revision is still `expected_revision`; otherwise `Aborted`.
+    #[tracing::instrument(name = "db.update_version", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "update_version", otel.kind = "client"
+    ))]
     pub async fn update_version(&self, v: &VersionRecord, expected_revision: i64) -> Result<()> {
         let result = secret_version::Entity::update_many()
             .set(mutable_columns(v))
@@ -133,6 +151,9 @@ impl WriteTx {
     }
 
     /// Every version of a secret, oldest first.
+    #[tracing::instrument(name = "db.list_all_versions", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "list_all_versions", otel.kind = "client"
+    ))]
     pub async fn list_all_versions(&self, secret_uid: &str) -> Result<Vec<VersionRecord>> {
         let rows = secret_version::Entity::find()
             .filter(secret_version::Column::SecretUid.eq(secret_uid))
@@ -146,6 +167,9 @@ impl WriteTx {
     /// Replaces a version's material without a revision bump (for `coffer keys
     /// rewrap`), but only while it still holds `expected`: a version destroyed
     /// or re-wrapped since it was read is left alone. Returns whether it changed.
+    #[tracing::instrument(name = "db.set_version_material", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "set_version_material", otel.kind = "client"
+    ))]
     pub async fn set_version_material(
         &self,
         secret_uid: &str,

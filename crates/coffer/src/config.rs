@@ -1,34 +1,76 @@
-//! The server's TOML config file (`coffer serve --config FILE`). Unknown keys
-//! are rejected; relative paths are resolved against the file's directory so
-//! a config works from any working directory. Command-line options and their
-//! env vars override the file.
+//! The server's configuration: one TOML file plus an environment overlay,
+//! `COFFER_<SECTION>__<KEY>` (`COFFER_DATABASE__URL`,
+//! `COFFER_PROVIDERS__AWS_SECRETS_MANAGER__ENABLED`), applied in the order
+//! defaults → file → env and validated before anything starts. Unknown keys
+//! are errors that name the key and the file or env var; so is an overlay var
+//! that names no key. Relative paths in the file resolve against the file's
+//! directory, so a config works from any working directory (paths from env
+//! vars stay as given). Values that can hold a credential are `SecretString`s
+//! and no message repeats them.
+//!
+//! [`keys`] lists every key; [`sources`] merges file and env; [`rules`]
+//! checks what types cannot; this module holds the typed result. Command-line flags of
+//! `coffer serve` and their single-underscore env vars (`COFFER_LISTEN`,
+//! `COFFER_DATABASE_URL`) still override the merged result.
 
+pub(crate) mod keys;
+mod rules;
+mod sources;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use secrecy::SecretString;
 use serde::Deserialize;
 
-/// The whole config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+use self::sources::{Merged, Origin};
+
+/// The default env var for `[keys] keyring_env`.
+pub(crate) const DEFAULT_KEYRING_ENV: &str = "COFFER_KEYRING";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct Config {
-    #[serde(default)]
     pub(crate) server: ServerSection,
     pub(crate) tls: Option<TlsSection>,
     pub(crate) authz: Option<AuthzSection>,
-    #[serde(default)]
     pub(crate) database: DatabaseSection,
-    #[serde(default)]
     pub(crate) keys: KeysSection,
-    #[serde(default)]
+    pub(crate) log: LogSection,
+    pub(crate) telemetry: TelemetrySection,
+    pub(crate) metrics: MetricsSection,
     pub(crate) providers: ProvidersSection,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct ServerSection {
+    /// `None`: `--listen`, else 127.0.0.1:50051.
     pub(crate) listen: Option<SocketAddr>,
+    /// Plaintext, grpc.health.v1 only, for probes without a client certificate.
+    pub(crate) health_listen: Option<SocketAddr>,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) request_timeout_secs: u64,
+    pub(crate) shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: None,
+            health_listen: None,
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
+        }
+    }
 }
 
 /// Mutual TLS: the server's certificate and key, and the CA clients must chain to.
@@ -46,25 +88,97 @@ pub(crate) struct AuthzSection {
     pub(crate) policy_file: PathBuf,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct DatabaseSection {
-    /// `sqlite://PATH` or `postgres://…`.
-    pub(crate) url: Option<String>,
+    /// `sqlite://PATH` or `postgres://…`; may carry a password.
+    pub(crate) url: Option<SecretString>,
+    pub(crate) pool_size: u32,
+    pub(crate) auto_migrate: bool,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        DatabaseSection {
+            url: None,
+            pool_size: 10,
+            auto_migrate: true,
+        }
+    }
+}
+
+/// Where the keyring comes from: at most one of the two is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct KeysSection {
+    pub(crate) keyring_file: Option<PathBuf>,
+    /// The name of the env var holding the keyring JSON (not the JSON).
+    pub(crate) keyring_env: Option<String>,
+}
+
+impl KeysSection {
+    /// The env var to read the keyring from when it is set.
+    pub(crate) fn keyring_env_name(&self) -> &str {
+        self.keyring_env.as_deref().unwrap_or(DEFAULT_KEYRING_ENV)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSection {
+    /// A `tracing_subscriber::EnvFilter` directive.
+    pub(crate) level: String,
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".to_owned(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Json,
+    #[default]
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TelemetrySection {
+    /// An http(s) URL of an OTLP/gRPC collector; `None`: no export.
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) service_name: String,
+    pub(crate) sample_ratio: f64,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: None,
+            service_name: "coffer".to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct KeysSection {
-    pub(crate) keyring_file: Option<PathBuf>,
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsSection {
+    /// Where `/metrics` is served; `None`: no metrics listener.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// Which optional providers this deployment offers, and their client
 /// settings. The built-in `local_encrypted` provider is always on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct ProvidersSection {
-    #[serde(default)]
     pub(crate) aws_secrets_manager: AwsSection,
 }
 
@@ -92,136 +206,126 @@ impl Default for AwsSection {
     }
 }
 
-impl AwsSection {
-    fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            (1..=60_000).contains(&self.connect_timeout_ms),
-            "providers.aws_secrets_manager.connect_timeout_ms must be 1 to 60000"
-        );
-        anyhow::ensure!(
-            (1..=300_000).contains(&self.operation_timeout_ms),
-            "providers.aws_secrets_manager.operation_timeout_ms must be 1 to 300000"
-        );
-        anyhow::ensure!(
-            (1..=10).contains(&self.max_attempts),
-            "providers.aws_secrets_manager.max_attempts must be 1 to 10"
-        );
+/// Everything wrong with a configuration, one line per problem, each naming
+/// the key and the file or env var it came from.
+#[derive(Debug)]
+pub(crate) struct Invalid(pub(crate) Vec<String>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the configuration is not valid:")?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
         Ok(())
     }
 }
 
+impl std::error::Error for Invalid {}
+
 impl Config {
-    /// Reads and parses a config file, resolving its relative paths.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Config::parse(&text, base)
-            .with_context(|| format!("config file {} is not valid", path.display()))
+    /// Defaults, then the file (when given), then the process's overlay env
+    /// vars.
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let env = overlay_env()?;
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                Config::from_sources(Some((&text, path)), &env)
+            }
+            None => Config::from_sources(None, &env),
+        }
     }
 
-    pub(crate) fn parse(text: &str, base: &Path) -> anyhow::Result<Config> {
-        let mut config: Config = toml::from_str(text)?;
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
+    /// Defaults, then `file` (its text, and its path for messages and as the
+    /// base of relative paths), then `env`. The process env is not read.
+    pub(crate) fn from_sources(
+        file: Option<(&str, &Path)>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Config> {
+        let mut merged = Merged::default();
+        if let Some((text, path)) = file {
+            merged
+                .add_file(text, path)
+                .map_err(|message| Invalid(vec![message]))?;
+        }
+        merged.add_env(env);
+        merged.check_required();
+        if !merged.problems.is_empty() {
+            return Err(Invalid(merged.problems).into());
+        }
+        let mut config: Config =
+            toml::Value::Table(merged.table)
+                .try_into()
+                .map_err(|err: toml::de::Error| {
+                    Invalid(vec![format!("config: {}", err.message().trim_end())])
+                })?;
+        let problems: Vec<String> = config
+            .problems()
+            .into_iter()
+            .map(|p| {
+                let mut origins: Vec<&str> = Vec::new();
+                for key in &p.keys {
+                    if let Some(origin) = merged.origins.get(*key).map(Origin::label)
+                        && !origins.contains(&origin)
+                    {
+                        origins.push(origin);
+                    }
+                }
+                let origin = if origins.is_empty() {
+                    "config".to_owned()
+                } else {
+                    origins.join(" and ")
+                };
+                format!("{origin}: {}", p.message)
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Invalid(problems).into());
+        }
+        if let Some((_, path)) = file {
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            config.resolve_paths(base, |key| {
+                matches!(merged.origins.get(key), Some(Origin::File(_)))
+            });
+        }
+        Ok(config)
+    }
+
+    /// Makes relative paths that came from the file relative to its directory.
+    fn resolve_paths(&mut self, base: &Path, from_file: impl Fn(&str) -> bool) {
+        let resolve = |key: &str, path: &mut PathBuf| {
+            if from_file(key) && path.is_relative() {
+                *path = base.join(&*path);
             }
         };
-        if let Some(tls) = &mut config.tls {
-            resolve(&mut tls.cert_file);
-            resolve(&mut tls.key_file);
-            resolve(&mut tls.client_ca_file);
+        if let Some(tls) = &mut self.tls {
+            resolve("tls.cert_file", &mut tls.cert_file);
+            resolve("tls.key_file", &mut tls.key_file);
+            resolve("tls.client_ca_file", &mut tls.client_ca_file);
         }
-        if let Some(authz) = &mut config.authz {
-            resolve(&mut authz.policy_file);
+        if let Some(authz) = &mut self.authz {
+            resolve("authz.policy_file", &mut authz.policy_file);
         }
-        if let Some(keyring) = &mut config.keys.keyring_file {
-            resolve(keyring);
+        if let Some(keyring) = &mut self.keys.keyring_file {
+            resolve("keys.keyring_file", keyring);
         }
-        config.providers.aws_secrets_manager.check()?;
-        Ok(config)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    const FULL: &str = r#"
-        [server]
-        listen = "0.0.0.0:50051"
-        [tls]
-        cert_file = "server.pem"
-        key_file = "/etc/coffer/server.key"
-        client_ca_file = "ca.pem"
-        [authz]
-        policy_file = "policy.toml"
-        [database]
-        url = "postgres://coffer@db/coffer"
-        [keys]
-        keyring_file = "master.key"
-        [providers.aws_secrets_manager]
-        enabled = true
-        operation_timeout_ms = 2000
-    "#;
-
-    #[test]
-    fn paths_resolve_against_the_config_directory() {
-        let config = Config::parse(FULL, Path::new("/srv/coffer")).unwrap();
-        let tls = config.tls.unwrap();
-        assert_eq!(tls.cert_file, Path::new("/srv/coffer/server.pem"));
-        assert_eq!(tls.key_file, Path::new("/etc/coffer/server.key"));
-        assert_eq!(
-            config.authz.unwrap().policy_file,
-            Path::new("/srv/coffer/policy.toml")
-        );
-        assert_eq!(
-            config.keys.keyring_file.unwrap(),
-            Path::new("/srv/coffer/master.key")
-        );
-        assert_eq!(config.server.listen, Some("0.0.0.0:50051".parse().unwrap()));
-        let aws = config.providers.aws_secrets_manager;
-        assert!(aws.enabled);
-        assert_eq!(aws.operation_timeout_ms, 2000);
-        assert_eq!(
-            aws.connect_timeout_ms, 3000,
-            "unset keys keep their default"
-        );
+/// The process's overlay env vars (`COFFER_…__…`); a non-UTF-8 value of one
+/// is an error, other vars are not looked at.
+fn overlay_env() -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| keys::is_overlay_var(n)) else {
+            continue;
+        };
+        let Ok(value) = value.into_string() else {
+            anyhow::bail!("env var {name} is not valid UTF-8");
+        };
+        vars.push((name.to_owned(), value));
     }
-
-    #[test]
-    fn provider_settings_are_checked() {
-        let base = Path::new(".");
-        let err = Config::parse(
-            "[providers.aws_secrets_manager]\noperation_timeout_ms = 0",
-            base,
-        )
-        .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("operation_timeout_ms"),
-            "{err:#}"
-        );
-        let err = Config::parse(
-            "[providers.aws_secrets_manager]\naws_secret_access_key = \"x\"",
-            base,
-        )
-        .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("aws_secret_access_key"),
-            "{err:#}"
-        );
-        assert!(Config::parse("[providers.gcp]\n", base).is_err());
-    }
-
-    #[test]
-    fn unknown_keys_and_missing_fields_are_rejected() {
-        let base = Path::new(".");
-        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nport = 2", base).unwrap_err();
-        assert!(format!("{err:#}").contains("port"), "{err:#}");
-        assert!(Config::parse("[tls]\ncert_file = \"a\"\nkey_file = \"b\"", base).is_err());
-        assert!(Config::parse("[tsl]\n", base).is_err());
-        assert_eq!(Config::parse("", base).unwrap(), Config::default());
-    }
+    Ok(vars)
 }

@@ -1,10 +1,11 @@
 //! The `coffer` binary: parses the command line and dispatches to the server
-//! (`serve`), the key and migration tools, or the gRPC client (`secrets`,
-//! `bindings`, `vaults`, `import`, …).
+//! (`serve`), the config, key and migration tools, or the gRPC client
+//! (`secrets`, `bindings`, `vaults`, `import`, `health`, …).
 //! Every failure is printed as `error: …` on stderr with exit code 1.
 
 mod client;
 mod config;
+mod config_cmd;
 mod dev_certs;
 mod input;
 mod keys;
@@ -41,6 +42,13 @@ enum Command {
     Vaults(Box<client::vaults::VaultsArgs>),
     /// Import secrets that already live in a remote vault, by reference.
     Import(Box<client::import::ImportArgs>),
+    /// Print changes to secrets and bindings as they happen (never values).
+    Watch(Box<client::watch::WatchArgs>),
+    /// Ask a server's grpc.health.v1 whether it is serving (exit 0 only if so).
+    Health(Box<client::health::HealthArgs>),
+    /// Check a config file (`check FILE`) or print a commented example (`example`).
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Development helpers (`coffer dev certs`).
     #[command(subcommand)]
     Dev(dev_certs::DevCommand),
@@ -63,6 +71,9 @@ async fn main() -> ExitCode {
         Command::Audit(args) => client::audit::run(*args).await,
         Command::Vaults(args) => client::vaults::run(*args).await,
         Command::Import(args) => client::import::run(*args).await,
+        Command::Watch(args) => client::watch::run(*args).await,
+        Command::Health(args) => client::health::run(*args).await,
+        Command::Config(cmd) => config_cmd::run(cmd).await,
         Command::Dev(cmd) => dev_certs::run(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Migrate(cmd) => migrate::run(cmd).await,

@@ -1,6 +1,9 @@
-//! `coffer serve`: reads the config file, loads the keyring, connects and
-//! migrates the database, binds the listener and runs the server until SIGINT
-//! or SIGTERM. With mTLS, SIGHUP reloads the certificates and the policy.
+//! `coffer serve`: reads the config (defaults → file → `COFFER_<SECTION>__<KEY>`
+//! env → flags), sets up logs and trace export, loads the keyring, connects
+//! and migrates the database, binds the listeners (API, and optionally health
+//! and metrics) and runs the server until SIGINT or SIGTERM: the first signal
+//! drains in-flight calls within `[server] shutdown_grace_secs`, a second
+//! exits at once. With mTLS, SIGHUP reloads the certificates and the policy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,12 +15,13 @@ use coffer_crypto::Keyring;
 use coffer_providers::ProviderRegistry;
 use coffer_providers::aws_secrets_manager::{AwsProviderOptions, AwsSecretsManagerFactory};
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
+use coffer_server::telemetry::{self, TelemetrySettings};
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
+use coffer_store::StoreOptions;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, ProvidersSection};
+use crate::config::{Config, LogFormat, ProvidersSection};
 use crate::storage::StorageArgs;
 
 /// Where `coffer serve` listens when neither the flag nor the config says.
@@ -29,8 +33,8 @@ pub(crate) struct ServeArgs {
     /// the implicit admin, state under ./.coffer/. Never use it in production.
     #[arg(long)]
     pub(crate) dev: bool,
-    /// TOML config file: [server] listen, [tls] cert_file key_file
-    /// client_ca_file, [authz] policy_file, [database] url, [keys] keyring_file.
+    /// TOML config file (`coffer config example` prints every key; env vars
+    /// `COFFER_<SECTION>__<KEY>` override it).
     #[arg(long, env = "COFFER_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
     /// Address to listen on [default: the config's, else 127.0.0.1:50051].
@@ -53,14 +57,11 @@ struct Plan {
     storage: StorageArgs,
     /// `None` in dev mode.
     mtls: Option<MtlsFiles>,
-    providers: ProvidersSection,
+    config: Config,
 }
 
 fn plan(args: &ServeArgs) -> anyhow::Result<Plan> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = Config::load(args.config.as_deref())?;
     let default_listen: SocketAddr = DEFAULT_LISTEN.parse()?;
     let listen = args
         .listen
@@ -73,8 +74,11 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Plan> {
     if storage.keyring.is_none() {
         storage.keyring = config.keys.keyring_file.clone();
     }
-    let providers = config.providers;
-    let mtls = match (args.dev, config.tls, config.authz) {
+    config
+        .keys
+        .keyring_env_name()
+        .clone_into(&mut storage.keyring_env);
+    let mtls = match (args.dev, config.tls.clone(), config.authz.clone()) {
         (true, None, None) => {
             if !listen.ip().is_loopback() {
                 bail!(
@@ -105,7 +109,7 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Plan> {
         listen,
         storage,
         mtls,
-        providers,
+        config,
     })
 }
 
@@ -129,8 +133,26 @@ fn registry(keyring: &Arc<Keyring>, config: &ProvidersSection) -> anyhow::Result
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     let plan = plan(&args)?;
+    let config = &plan.config;
+    let telemetry = telemetry::init(&TelemetrySettings {
+        log_level: config.log.level.clone(),
+        log_format: match config.log.format {
+            LogFormat::Json => telemetry::LogFormat::Json,
+            LogFormat::Pretty => telemetry::LogFormat::Pretty,
+        },
+        otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
+        service_name: config.telemetry.service_name.clone(),
+        sample_ratio: config.telemetry.sample_ratio,
+    })?;
+    let result = serve(&args, plan).await;
+    // Spans of the last calls (and of the drain) reach the collector.
+    telemetry.shutdown();
+    result
+}
+
+async fn serve(args: &ServeArgs, plan: Plan) -> anyhow::Result<()> {
+    let config = plan.config;
     // Load TLS and the policy before touching storage: a bad certificate
     // should fail fast, not after migrations.
     let mtls = plan
@@ -138,8 +160,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(|files| Mtls::load(files).context("loading the tls settings and policy"))
         .transpose()?;
     let keyring = plan.storage.load_or_create_keyring()?;
-    let store = plan.storage.connect().await?;
-    if !args.no_migrate {
+    let store = plan
+        .storage
+        .connect_with(StoreOptions {
+            max_connections: config.database.pool_size,
+            ..StoreOptions::default()
+        })
+        .await?;
+    if config.database.auto_migrate && !args.no_migrate {
         store.migrate_up().await.map_err(|err| {
             anyhow::anyhow!(
                 "database migration failed: {err} ({})",
@@ -147,7 +175,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     }
-    let providers = registry(&keyring, &plan.providers)?;
+    let providers = registry(&keyring, &config.providers)?;
     let coffer = Coffer::new(store, providers, keyring);
 
     let listener = TcpListener::bind(plan.listen)
@@ -179,11 +207,39 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     options.reaper_interval = Duration::from_secs(args.reaper_interval_secs);
+    options.max_decoding_message_size = config.server.max_request_bytes;
+    options.max_encoding_message_size = config.server.max_response_bytes;
+    options.request_timeout = Duration::from_secs(config.server.request_timeout_secs);
+    options.shutdown_grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    if let Some(addr) = config.metrics.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        tracing::info!(listen = %listener.local_addr()?, "serving prometheus metrics at /metrics");
+        options.metrics_listener = Some(listener);
+    }
+    if let Some(addr) = config.server.health_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the health listener {addr}"))?;
+        tracing::info!(listen = %listener.local_addr()?, "serving grpc.health.v1 in plaintext");
+        options.health_listener = Some(listener);
+    }
+    // The first SIGTERM/SIGINT starts a graceful shutdown; a second one
+    // (an impatient operator, or an orchestrator's escalation) exits at once.
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => {},
             _ = interrupt.recv() => {},
         }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+            eprintln!("coffer: second signal, exiting without waiting for in-flight calls");
+            std::process::exit(1);
+        });
     };
     coffer_server::serve(listener, coffer, options, shutdown).await?;
     Ok(())
@@ -205,12 +261,4 @@ async fn reload_on_sighup(mtls: Mtls, mut hangup: Signal) {
             ),
         }
     }
-}
-
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

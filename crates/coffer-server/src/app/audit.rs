@@ -4,6 +4,7 @@
 //! the events of many concurrent resolves in one transaction every few
 //! milliseconds; each resolve waits until its event is durable before it
 //! returns a value, and the same transaction coalesces `last_resolve_time`.
+//! Each batch's size and commit latency go to the audit metrics.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use coffer_core::{Error, ErrorCode, Principal, Reason, Result, TenantId};
 use coffer_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use crate::observe::metrics::{AUDIT_BATCH_SIZE, AUDIT_FLUSH_DURATION};
 
 /// Group-commit settings.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +113,9 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<PendingBox>, options: Au
                 Ok(None) | Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = write_batch(&store, &batch).await;
+        observe_batch(batch.len(), started.elapsed());
         if let Err(err) = &result {
             tracing::error!(
                 events = batch.len(),
@@ -126,6 +131,12 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<PendingBox>, options: Au
             let _ = pending.done.send(outcome);
         }
     }
+}
+
+/// Batch size and commit latency, failed batches included.
+fn observe_batch(events: usize, took: Duration) {
+    metrics::histogram!(AUDIT_BATCH_SIZE).record(events as f64);
+    metrics::histogram!(AUDIT_FLUSH_DURATION).record(took.as_secs_f64());
 }
 
 async fn write_batch(store: &Store, batch: &[Box<Pending>]) -> Result<()> {

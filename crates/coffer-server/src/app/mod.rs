@@ -14,6 +14,7 @@ mod resolve;
 mod secrets;
 mod vaults;
 mod versions;
+mod watch;
 
 use std::sync::Arc;
 
@@ -37,12 +38,13 @@ pub use resolve::{ResolveRequest, ResolvedValue};
 pub use secrets::{CreateSecret, SecretPage, SecretPatch, SecretSource};
 pub use vaults::{CreateVault, VaultPage, VaultPatch, vault_not_found};
 pub use versions::{RotateSecret, VersionPage, VersionView};
+pub use watch::{ChangeBatch, ChangeEvent, ChangeKind, ChangeStream, WatchOptions, WatchRequest};
 
 /// The provider id of the built-in encrypted store.
 pub const LOCAL_PROVIDER: &str = coffer_providers::local_encrypted::PROVIDER_ID;
 
-/// Everything a use case needs: the store, the providers and the keyring
-/// (for value fingerprints). Cheap to clone.
+/// Everything a use case needs: the store, the providers, the keyring (for
+/// value fingerprints) and what open change streams share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Coffer {
     inner: Arc<Inner>,
@@ -54,6 +56,7 @@ struct Inner {
     providers: ProviderRegistry,
     keyring: Arc<Keyring>,
     audit: AuditWriter,
+    watch: watch::WatchHub,
 }
 
 impl Coffer {
@@ -69,6 +72,18 @@ impl Coffer {
         keyring: Arc<Keyring>,
         audit: AuditWriterOptions,
     ) -> Self {
+        Self::with_options(store, providers, keyring, audit, WatchOptions::default())
+    }
+
+    /// Builds the use cases with explicit audit group-commit and change
+    /// stream settings.
+    pub fn with_options(
+        store: Store,
+        providers: ProviderRegistry,
+        keyring: Arc<Keyring>,
+        audit: AuditWriterOptions,
+        watch: WatchOptions,
+    ) -> Self {
         let (audit, _task) = AuditWriter::spawn(store.clone(), audit);
         Coffer {
             inner: Arc::new(Inner {
@@ -76,6 +91,7 @@ impl Coffer {
                 providers,
                 keyring,
                 audit,
+                watch: watch::WatchHub::new(watch),
             }),
         }
     }

@@ -5,11 +5,12 @@
 //! the provider decrypts or fetches. Batches plan every item first and then
 //! hand each provider its items in one `resolve_many` call. Every resolve,
 //! allowed, denied or failed, leaves one audit event through the
-//! group-commit writer, and no value is returned before its event is durable.
+//! group-commit writer, and no value is returned before its event is durable;
+//! each is counted in `coffer_resolves_total` by outcome.
 
 use std::collections::BTreeMap;
 
-use coffer_core::record::{BindingRecord, SecretRecord, SecretState, VersionRecord};
+use coffer_core::record::{AuditOutcome, BindingRecord, SecretRecord, SecretState, VersionRecord};
 use coffer_core::validate::{MAX_BATCH_RESOLVE, VersionSelector};
 use coffer_core::{Error, Principal, Reason, Result, SecretName, TenantId, VersionName};
 use coffer_providers::{SecretValue, StoredVersion, VersionContext};
@@ -20,6 +21,7 @@ use super::bindings::{parse_selector, validate_consumer};
 use super::secrets::not_active;
 use super::versions::{ensure_enabled, version_not_found};
 use super::{Coffer, stored_version, version_context};
+use crate::observe::metrics::record_resolve;
 
 const MAX_CONTEXT_ENTRIES: usize = 32;
 const MAX_CONTEXT_KEY_CHARS: usize = 64;
@@ -189,8 +191,16 @@ impl Coffer {
         .consumer(subject.consumer, subject.config_path)
         .context(context)
         .outcome(&result);
+        let outcome = event.outcome;
         let resolved_uid = result.as_ref().ok().map(|r| r.secret_uid.clone());
-        self.audit().record(event, resolved_uid).await?;
+        let recorded = self.audit().record(event, resolved_uid).await;
+        // Counted as the caller sees it: a value whose event could not be
+        // written is not returned, so that resolve is a failure.
+        record_resolve(match recorded {
+            Ok(()) => outcome.as_str(),
+            Err(_) => AuditOutcome::Failure.as_str(),
+        });
+        recorded?;
         result
     }
 

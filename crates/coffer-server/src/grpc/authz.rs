@@ -22,6 +22,7 @@ use tonic::{Request, Status};
 use super::auth::principal;
 use super::status::to_status;
 use crate::app::AuditWriter;
+use crate::observe::RpcContext;
 
 /// The policy in force, shared by every handler and replaced atomically on reload.
 #[derive(Debug, Clone)]
@@ -210,7 +211,8 @@ impl Authorizer {
 
     /// The caller's principal when it may use `permission` in `scope`; else
     /// UNAUTHENTICATED (no principal), the scope's NOT_FOUND (no grant on the
-    /// tenant) or PERMISSION_DENIED (a grant without the permission).
+    /// tenant) or PERMISSION_DENIED (a grant without the permission). Names
+    /// the principal and tenant on the call's `rpc` span and log line either way.
     pub(crate) fn authorize<T>(
         &self,
         request: &Request<T>,
@@ -218,6 +220,9 @@ impl Authorizer {
         scope: Scope,
     ) -> Result<coffer_core::Principal, Status> {
         let principal = principal(request)?;
+        if let Some(rpc) = request.extensions().get::<RpcContext>() {
+            rpc.record_caller(principal.as_str(), scope.tenant.as_str());
+        }
         let decision = self
             .policy
             .current()

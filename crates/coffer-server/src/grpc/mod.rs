@@ -11,6 +11,7 @@ mod secrets;
 pub mod status;
 mod vault_messages;
 mod vaults;
+mod watch;
 
 pub use secrets::SecretsApi;
 pub use vaults::VaultsApi;

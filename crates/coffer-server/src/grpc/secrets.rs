@@ -1,6 +1,7 @@
 //! `coffer.v1.SecretsService`: parse names and fields, call the use case, map
-//! the result. Binding and audit RPCs are implemented in [`super::bindings`]
-//! and [`super::audit`]; the trait impl here delegates to them.
+//! the result. Binding, audit and watch RPCs are implemented in
+//! [`super::bindings`], [`super::audit`] and [`super::watch`]; the trait impl
+//! here delegates to them.
 
 use coffer_core::authz::Permission;
 use coffer_core::{Error, Result, SecretName, TenantId, VersionName};
@@ -12,7 +13,7 @@ use super::authz::{Authorizer, Scope, resolve_permission};
 use super::convert;
 use super::messages::{resolve_request, resolved_message, secret_patch, source, version_message};
 use super::status::{respond, to_rpc_status};
-use super::{audit, bindings};
+use super::{audit, bindings, watch};
 use crate::app::{Coffer, CreateSecret, RotateSecret};
 
 /// The SecretsService implementation.
@@ -30,6 +31,8 @@ impl SecretsApi {
 
 #[tonic::async_trait]
 impl SecretsService for SecretsApi {
+    type WatchSecretsStream = watch::WatchStream;
+
     async fn create_secret(
         &self,
         request: Request<v1::CreateSecretRequest>,
@@ -537,5 +540,12 @@ impl SecretsService for SecretsApi {
             Scope::parent(&request.get_ref().parent, "parent")?,
         )?;
         audit::verify_audit_chain(&self.coffer, request).await
+    }
+
+    async fn watch_secrets(
+        &self,
+        request: Request<v1::WatchSecretsRequest>,
+    ) -> Result<Response<Self::WatchSecretsStream>, Status> {
+        watch::watch_secrets(&self.coffer, &self.authz, request).await
     }
 }

@@ -25,6 +25,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::ResourceExhausted => Code::ResourceExhausted,
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorCode::OutOfRange => Code::OutOfRange,
         ErrorCode::Unimplemented => Code::Unimplemented,
         ErrorCode::Internal => Code::Internal,
     }
@@ -87,7 +88,7 @@ fn log_error(err: &Error) {
         (_, None) => tracing::debug!(
             code = ?code,
             reason = err.reason().as_str(),
-            message = err.message(),
+            detail = err.message(),
             "request refused"
         ),
     }

@@ -1,12 +1,13 @@
 //! The client side of the binary: `coffer secrets …`, `coffer bindings …`,
-//! `coffer resolve-bindings`, `coffer audit …`, `coffer vaults …` and
-//! `coffer import …`. Owns the shared connection options, the `secrets`
-//! subcommand tree and its dispatch; each concern (connection, request
-//! building, versions, vaults, import, error reports) has its module.
+//! `coffer resolve-bindings`, `coffer audit …`, `coffer vaults …`,
+//! `coffer import …` and `coffer watch`. Owns the shared connection options,
+//! the `secrets` subcommand tree and its dispatch; each concern (connection,
+//! request building, versions, vaults, import, error reports) has its module.
 
 pub(crate) mod audit;
 pub(crate) mod bindings;
 pub(crate) mod conn;
+pub(crate) mod health;
 pub(crate) mod import;
 pub(crate) mod import_file;
 pub(crate) mod paging;
@@ -18,6 +19,7 @@ pub(crate) mod sync_file;
 pub(crate) mod vault_config;
 pub(crate) mod vaults;
 pub(crate) mod versions;
+pub(crate) mod watch;
 
 use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 
