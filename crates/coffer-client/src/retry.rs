@@ -1,0 +1,173 @@
+//! Retries with exponential backoff and full jitter, on UNAVAILABLE only:
+//! that is the one code that says "nothing happened, try again" (server
+//! down, draining, or unreachable). Every other code is an answer, and a
+//! retry could repeat a mutation or hide a real error.
+//!
+//! tonic reports a connection that broke under a call (reset, broken pipe)
+//! as UNKNOWN with the transport error as its source; gRPC calls that
+//! UNAVAILABLE, and so do we: such statuses are turned into UNAVAILABLE
+//! before they are judged or returned. An UNKNOWN the server sent stays one.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng;
+use tonic::{Code, Status};
+
+/// How often and how patiently to retry UNAVAILABLE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 disables retries.
+    pub max_attempts: u32,
+    /// The backoff ceiling before the first retry; it doubles per retry.
+    pub initial_backoff: Duration,
+    /// The largest backoff ceiling.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: one attempt.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The wait before retry number `retry` (0 for the first retry): a
+    /// uniformly random duration up to `initial_backoff * 2^retry`, capped at
+    /// `max_backoff`. Full jitter spreads out clients that failed together.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(retry.min(30)))
+            .min(self.max_backoff);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    }
+
+    /// Runs `op` until it succeeds, fails with a code other than UNAVAILABLE,
+    /// or `max_attempts` attempts have failed; the last status is returned.
+    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await.map_err(connection_lost_is_unavailable) {
+                Err(status)
+                    if status.code() == Code::Unavailable && attempt < self.max_attempts =>
+                {
+                    let wait = self.backoff(attempt - 1);
+                    tracing::debug!(attempt, ?wait, "coffer unavailable, retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// UNAVAILABLE for a call whose connection broke, else `status` as it is.
+pub(crate) fn connection_lost_is_unavailable(status: Status) -> Status {
+    let transport = std::error::Error::source(&status)
+        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    if status.code() == Code::Unknown && transport {
+        Status::unavailable(format!("connection lost: {}", status.message()))
+    } else {
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn quick(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+        }
+    }
+
+    /// Counts attempts of an operation that always fails with `code`.
+    async fn attempts_for(code: Code, max_attempts: u32) -> u32 {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), Status> = quick(max_attempts)
+            .run(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move { Err(Status::new(code, "no")) }
+            })
+            .await;
+        assert_eq!(result.unwrap_err().code(), code);
+        calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn only_unavailable_is_retried_and_attempts_are_bounded() {
+        assert_eq!(attempts_for(Code::Unavailable, 4).await, 4);
+        assert_eq!(attempts_for(Code::Unavailable, 1).await, 1);
+        for code in [
+            Code::NotFound,
+            Code::PermissionDenied,
+            Code::Aborted,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Internal,
+            Code::Unknown,
+            Code::OutOfRange,
+        ] {
+            assert_eq!(attempts_for(code, 4).await, 1, "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_succeeds_returns_its_result() {
+        let calls = AtomicU32::new(0);
+        let result = quick(5)
+            .run(|| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        Err(Status::unavailable("down"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 2);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+        };
+        for _ in 0..200 {
+            assert!(policy.backoff(0) <= Duration::from_millis(100));
+            assert!(policy.backoff(2) <= Duration::from_millis(400));
+            assert!(policy.backoff(40) <= Duration::from_millis(1000));
+        }
+        // Jitter: the waits are not all the same.
+        let waits: std::collections::HashSet<_> = (0..20).map(|_| policy.backoff(3)).collect();
+        assert!(waits.len() > 1);
+    }
+}
