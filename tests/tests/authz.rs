@@ -77,9 +77,11 @@ enum Class {
     ManageBindings,
     ReadAudit,
     ManageVaults,
+    Watch,
+    ConsumerWatch,
 }
 
-const CLASSES: [Class; 8] = [
+const CLASSES: [Class; 10] = [
     Class::ReadMetadata,
     Class::Write,
     Class::Destroy,
@@ -88,6 +90,8 @@ const CLASSES: [Class; 8] = [
     Class::ManageBindings,
     Class::ReadAudit,
     Class::ManageVaults,
+    Class::Watch,
+    Class::ConsumerWatch,
 ];
 
 /// DESIGN §5, written out independently of the code under test.
@@ -95,9 +99,12 @@ fn allowed(role: &str, class: Class) -> bool {
     use Class::*;
     match role {
         ADMIN => true,
-        EDITOR => matches!(class, ReadMetadata | Write | ManageBindings | ReadAudit),
-        VIEWER => matches!(class, ReadMetadata | ReadAudit),
-        RESOLVER => matches!(class, ConsumerResolve),
+        EDITOR => matches!(
+            class,
+            ReadMetadata | Write | ManageBindings | ReadAudit | Watch | ConsumerWatch
+        ),
+        VIEWER => matches!(class, ReadMetadata | ReadAudit | Watch | ConsumerWatch),
+        RESOLVER => matches!(class, ConsumerResolve | ConsumerWatch),
         _ => unreachable!(),
     }
 }
@@ -173,6 +180,22 @@ async fn call(server: &TestServer, principal: &str, class: Class) -> Result<(), 
             })
             .await
             .map(drop),
+        Class::Watch | Class::ConsumerWatch => {
+            let consumer = (class == Class::ConsumerWatch).then(|| v1::Consumer {
+                kind: "agent".into(),
+                id: "support-bot".into(),
+            });
+            let mut stream = secrets
+                .watch_secrets(v1::WatchSecretsRequest {
+                    parent: "tenants/acme".into(),
+                    consumer,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            // The first message (the starting token) proves the stream opened.
+            stream.message().await.map(drop)
+        }
     }
 }
 
