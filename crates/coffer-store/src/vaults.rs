@@ -35,7 +35,7 @@ impl Store {
         tenant: &TenantId,
         vault_id: &str,
     ) -> Result<Option<VaultRecord>> {
-        find(&self.read, tenant, vault_id, false).await
+        find(&self.read, tenant, vault_id).await
     }
 
     /// One page of a tenant's vaults in vault id order, after
@@ -119,21 +119,6 @@ impl WriteTx {
         Ok(())
     }
 
-    /// The vault, locked until commit on PostgreSQL (`SELECT … FOR UPDATE`).
-    /// SQLite has a single writer, which already serializes this transaction.
-    #[tracing::instrument(name = "db.get_vault_for_update", level = "debug", skip_all, fields(
-        db.system = self.db_system(), db.operation = "get_vault_for_update", otel.kind = "client"
-    ))]
-    pub async fn get_vault_for_update(
-        &self,
-        tenant: &TenantId,
-        vault_id: &str,
-    ) -> Result<Option<VaultRecord>> {
-        find(&self.txn, tenant, vault_id, true)
-            .await
-            .map_err(|e| self.failed(e))
-    }
-
     /// Every vault of the tenant for `provider`, locked until commit in vault
     /// id order (PostgreSQL; SQLite's single writer serializes anyway). Every
     /// change of which vault is the default, or whether one is enabled, takes
@@ -203,13 +188,9 @@ async fn find(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     vault_id: &str,
-    lock: bool,
 ) -> Result<Option<VaultRecord>> {
-    let mut query = of_tenant(tenant).filter(vault::Column::VaultId.eq(vault_id));
-    if lock && is_postgres(conn) {
-        query = query.lock_exclusive();
-    }
-    query
+    of_tenant(tenant)
+        .filter(vault::Column::VaultId.eq(vault_id))
         .one(conn)
         .await
         .map_err(db_err)?

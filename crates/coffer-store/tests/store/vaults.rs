@@ -124,9 +124,10 @@ store_test!(updates_vaults_optimistically, |store| async move {
 
     let tx = store.begin().await.unwrap();
     let mut next = tx
-        .get_vault_for_update(&rec.tenant, "prod")
+        .lock_provider_vaults(&rec.tenant, AWS)
         .await
         .unwrap()
+        .pop()
         .unwrap();
     assert_eq!(next, rec);
     next.display_name = "Production".to_owned();
@@ -148,12 +149,6 @@ store_test!(updates_vaults_optimistically, |store| async move {
     sneaky.provider = LOCAL.to_owned();
     sneaky.create_time = T0 + 99;
     tx.update_vault(&sneaky, rec.revision).await.unwrap();
-    assert!(
-        tx.get_vault_for_update(&rec.tenant, "missing")
-            .await
-            .unwrap()
-            .is_none()
-    );
     tx.commit().await.unwrap();
     let got = store.get_vault(&rec.tenant, "prod").await.unwrap().unwrap();
     assert_eq!(got, next);
