@@ -12,6 +12,7 @@ mod placement;
 mod reaper;
 mod resolve;
 mod secrets;
+mod value_cache;
 mod vaults;
 mod versions;
 mod watch;
@@ -36,6 +37,7 @@ pub use import::{
 pub use reaper::{ReaperReport, spawn_reaper};
 pub use resolve::{ResolveRequest, ResolvedValue};
 pub use secrets::{CreateSecret, SecretPage, SecretPatch, SecretSource};
+pub use value_cache::{ValueCacheOptions, ValueCacheStats};
 pub use vaults::{CreateVault, VaultPage, VaultPatch, vault_not_found};
 pub use versions::{RotateSecret, VersionPage, VersionView};
 pub use watch::{ChangeBatch, ChangeEvent, ChangeKind, ChangeStream, WatchOptions, WatchRequest};
@@ -57,6 +59,15 @@ struct Inner {
     keyring: Arc<Keyring>,
     audit: AuditWriter,
     watch: watch::WatchHub,
+    values: value_cache::ValueCache,
+}
+
+/// Every tunable of [`Coffer`], each defaulting to what [`Coffer::new`] uses.
+#[derive(Debug, Clone, Default)]
+pub struct CofferOptions {
+    pub audit: AuditWriterOptions,
+    pub watch: WatchOptions,
+    pub value_cache: ValueCacheOptions,
 }
 
 impl Coffer {
@@ -84,16 +95,38 @@ impl Coffer {
         audit: AuditWriterOptions,
         watch: WatchOptions,
     ) -> Self {
-        let (audit, _task) = AuditWriter::spawn(store.clone(), audit);
+        let options = CofferOptions {
+            audit,
+            watch,
+            ..CofferOptions::default()
+        };
+        Self::configured(store, providers, keyring, options)
+    }
+
+    /// Builds the use cases with every setting explicit.
+    pub fn configured(
+        store: Store,
+        providers: ProviderRegistry,
+        keyring: Arc<Keyring>,
+        options: CofferOptions,
+    ) -> Self {
+        let (audit, _task) = AuditWriter::spawn(store.clone(), options.audit);
         Coffer {
             inner: Arc::new(Inner {
                 store,
                 providers,
                 keyring,
                 audit,
-                watch: watch::WatchHub::new(watch),
+                watch: watch::WatchHub::new(options.watch),
+                values: value_cache::ValueCache::new(options.value_cache),
             }),
         }
+    }
+
+    /// What the decrypted-value cache holds and has done (tests, diagnostics).
+    #[doc(hidden)]
+    pub fn value_cache_stats(&self) -> ValueCacheStats {
+        self.inner.values.stats()
     }
 
     /// A handle on the audit writer (for the gRPC edge's denials).

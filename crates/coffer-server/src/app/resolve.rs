@@ -2,7 +2,9 @@
 //! config path) into its value. Checks run in DESIGN §5's order — secret
 //! exists and is ACTIVE, a binding matches when a consumer is named, the
 //! version (request's, else the binding's pin, else current) is ENABLED, then
-//! the provider decrypts or fetches. Batches plan every item first and then
+//! the provider decrypts or fetches — or, for a version the decrypted-value
+//! cache holds, the cache answers instead of the provider (the checks still
+//! run first; see [`super::value_cache`]). Batches plan every item first and then
 //! hand each provider its items in one `resolve_many` call. Every resolve,
 //! allowed, denied or failed, leaves one audit event through the
 //! group-commit writer, and no value is returned before its event is durable;
@@ -19,6 +21,7 @@ use futures::future::join_all;
 use super::audit::EventBuilder;
 use super::bindings::{parse_selector, validate_consumer};
 use super::secrets::not_active;
+use super::value_cache::cacheable;
 use super::versions::{ensure_enabled, version_not_found};
 use super::{Coffer, stored_version, version_context};
 use crate::observe::metrics::record_resolve;
@@ -53,6 +56,8 @@ pub struct ResolvedValue {
 pub(crate) struct Planned {
     secret: SecretRecord,
     version: VersionRecord,
+    /// The value cache's epoch taken before the metadata was read.
+    cache_epoch: u64,
 }
 
 /// What an audit event of one resolve names.
@@ -220,6 +225,7 @@ impl Coffer {
                 "a consumer is required when a config_path is given",
             ));
         }
+        let cache_epoch = self.inner.values.epoch();
         let secret = self.load_secret(&req.name).await?;
         if secret.state != SecretState::Active {
             return Err(not_active(
@@ -255,11 +261,12 @@ impl Coffer {
             (VersionSelector::Current, Some(pin)) => pin,
             (VersionSelector::Current, None) => secret.current_version,
         };
-        self.planned_version(secret, number).await
+        self.planned_version(secret, number, cache_epoch).await
     }
 
     async fn plan_binding(&self, binding: &BindingRecord) -> Result<Planned> {
         let name = binding.secret_name();
+        let cache_epoch = self.inner.values.epoch();
         let secret = self.load_secret(&name).await?;
         if secret.state != SecretState::Active {
             return Err(not_active(
@@ -269,10 +276,15 @@ impl Coffer {
             ));
         }
         let number = pin_of(binding)?.unwrap_or(secret.current_version);
-        self.planned_version(secret, number).await
+        self.planned_version(secret, number, cache_epoch).await
     }
 
-    async fn planned_version(&self, secret: SecretRecord, number: i64) -> Result<Planned> {
+    async fn planned_version(
+        &self,
+        secret: SecretRecord,
+        number: i64,
+        cache_epoch: u64,
+    ) -> Result<Planned> {
         let name = secret.name().version(number);
         let version = self
             .store()
@@ -280,12 +292,18 @@ impl Coffer {
             .await?
             .ok_or_else(|| version_not_found(&name))?;
         ensure_enabled(&name, &version)?;
-        Ok(Planned { secret, version })
+        Ok(Planned {
+            secret,
+            version,
+            cache_epoch,
+        })
     }
 
     /// Resolves planned items, grouping them per vault (one `resolve_many`
     /// call each: AWS batches them); failed plans keep their error. Results
-    /// come back in input order.
+    /// come back in input order. The value cache is consulted only once the
+    /// vault's client is had (the vault is not disabled), and filled with
+    /// what the provider returns.
     async fn resolve_planned(&self, plans: Vec<Result<Planned>>) -> Vec<Result<ResolvedValue>> {
         let mut results: Vec<Option<Result<ResolvedValue>>> = Vec::with_capacity(plans.len());
         let mut by_vault: BTreeMap<String, Vec<(usize, Planned)>> = BTreeMap::new();
@@ -317,6 +335,17 @@ impl Coffer {
             let mut batch: Vec<(VersionContext, StoredVersion)> = Vec::with_capacity(items.len());
             let mut waiting = Vec::with_capacity(items.len());
             for (index, planned) in &items {
+                let cached = cacheable(&planned.version)
+                    .then(|| {
+                        self.inner
+                            .values
+                            .get(&planned.secret.uid, planned.version.version)
+                    })
+                    .flatten();
+                if let Some(value) = cached {
+                    results[*index] = Some(Ok(resolved(planned, value)));
+                    continue;
+                }
                 match planned_material(planned) {
                     Ok(stored) => {
                         batch.push((
@@ -328,19 +357,40 @@ impl Coffer {
                     Err(err) => results[*index] = Some(Err(err)),
                 }
             }
+            if batch.is_empty() {
+                continue;
+            }
             let values = provider.resolve_many(&batch).await;
             for ((index, planned), value) in waiting.into_iter().zip(values) {
-                results[index] = Some(value.map_err(Error::from).map(|value| ResolvedValue {
-                    name: planned.secret.name().version(planned.version.version),
-                    value,
-                    secret_uid: planned.secret.uid.clone(),
-                }));
+                if let Ok(value) = &value
+                    && cacheable(&planned.version)
+                {
+                    self.inner.values.insert(
+                        &planned.secret.uid,
+                        planned.version.version,
+                        value,
+                        planned.cache_epoch,
+                    );
+                }
+                results[index] = Some(
+                    value
+                        .map_err(Error::from)
+                        .map(|value| resolved(planned, value)),
+                );
             }
         }
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::internal("a resolve item was not resolved"))))
             .collect()
+    }
+}
+
+fn resolved(planned: &Planned, value: SecretValue) -> ResolvedValue {
+    ResolvedValue {
+        name: planned.secret.name().version(planned.version.version),
+        value,
+        secret_uid: planned.secret.uid.clone(),
     }
 }
 

@@ -315,6 +315,9 @@ impl Coffer {
             self.purge_locked(&tx, &secret, now).await?;
             audit_in(&tx, principal, "secret.purge", &secret, 0).await?;
             tx.commit().await?;
+            // Again after the commit: this secret may have been ACTIVE, so a
+            // resolve may have read it before and be filling the cache now.
+            self.inner.values.evict_secret(&secret.uid);
             secret.state = SecretState::Deleted;
             secret.delete_time = Some(secret.delete_time.unwrap_or(now));
             secret.purge_time = Some(now);
@@ -400,7 +403,12 @@ impl Coffer {
         let versions = tx.list_all_versions(&secret.uid).await?;
         self.remove_remote(secret, &versions, RemoveMode::Delete)
             .await?;
-        tx.purge_secret(&secret.uid, now).await
+        tx.purge_secret(&secret.uid, now).await?;
+        // Before the caller's commit: enough for the reaper, whose secrets
+        // are DELETED and so never refilled; a forced delete evicts again
+        // after its commit.
+        self.inner.values.evict_secret(&secret.uid);
+        Ok(())
     }
 
     /// Locks a visible secret for the rest of the transaction.

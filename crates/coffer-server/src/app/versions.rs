@@ -343,6 +343,13 @@ impl Coffer {
         };
         audit_in(&tx, principal, action, &secret, name.version).await?;
         tx.commit().await?;
+        // After the commit, so no resolve can refill it from metadata read
+        // before (see the value cache's epoch). A disabled version would
+        // fail its check anyway; dropping it keeps a pulled value out of
+        // memory.
+        if change != VersionChange::Enable {
+            self.inner.values.evict_version(&secret.uid, name.version);
+        }
         Ok(view(version))
     }
 

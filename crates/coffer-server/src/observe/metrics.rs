@@ -15,6 +15,10 @@
 //! | `coffer_resolves_total` | counter | outcome (success, denied, failure) |
 //! | `coffer_provider_call_duration_seconds` | histogram | provider, operation |
 //! | `coffer_provider_errors_total` | counter | provider, operation, kind |
+//! | `coffer_value_cache_hits_total` | counter | |
+//! | `coffer_value_cache_misses_total` | counter | |
+//! | `coffer_value_cache_evictions_total` | counter | |
+//! | `coffer_value_cache_bytes` | gauge | |
 //! | `coffer_audit_batch_size` | histogram | |
 //! | `coffer_audit_flush_duration_seconds` | histogram | |
 //! | `coffer_db_pool_connections` | gauge | pool, state (idle, in_use) |
@@ -55,6 +59,10 @@ pub const RPC_REQUESTS: &str = "coffer_rpc_requests_total";
 pub const RPC_DURATION: &str = "coffer_rpc_duration_seconds";
 pub const RPC_IN_FLIGHT: &str = "coffer_rpc_in_flight";
 pub const RESOLVES: &str = "coffer_resolves_total";
+pub const VALUE_CACHE_HITS: &str = "coffer_value_cache_hits_total";
+pub const VALUE_CACHE_MISSES: &str = "coffer_value_cache_misses_total";
+pub const VALUE_CACHE_EVICTIONS: &str = "coffer_value_cache_evictions_total";
+pub const VALUE_CACHE_BYTES: &str = "coffer_value_cache_bytes";
 pub const AUDIT_BATCH_SIZE: &str = "coffer_audit_batch_size";
 pub const AUDIT_FLUSH_DURATION: &str = "coffer_audit_flush_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
@@ -143,6 +151,26 @@ fn describe() {
         PROVIDER_ERRORS,
         Unit::Count,
         "failed provider calls by provider, operation and error kind"
+    );
+    metrics::describe_counter!(
+        VALUE_CACHE_HITS,
+        Unit::Count,
+        "resolves served from the decrypted-value cache"
+    );
+    metrics::describe_counter!(
+        VALUE_CACHE_MISSES,
+        Unit::Count,
+        "cacheable resolves that had to call their provider"
+    );
+    metrics::describe_counter!(
+        VALUE_CACHE_EVICTIONS,
+        Unit::Count,
+        "values dropped from the cache for space or by a disable, destroy or purge"
+    );
+    metrics::describe_gauge!(
+        VALUE_CACHE_BYTES,
+        Unit::Bytes,
+        "bytes held by the decrypted-value cache"
     );
     metrics::describe_histogram!(
         AUDIT_BATCH_SIZE,
