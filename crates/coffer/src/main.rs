@@ -3,6 +3,7 @@
 //! (`secrets`, `bindings`, `vaults`, `import`, `health`, …).
 //! Every failure is printed as `error: …` on stderr with exit code 1.
 
+mod bench;
 mod client;
 mod config;
 mod config_cmd;
@@ -44,6 +45,8 @@ enum Command {
     Import(Box<client::import::ImportArgs>),
     /// Print changes to secrets and bindings as they happen (never values).
     Watch(Box<client::watch::WatchArgs>),
+    /// Drive a load scenario against a server and print throughput and latency.
+    Bench(Box<bench::BenchArgs>),
     /// Ask a server's grpc.health.v1 whether it is serving (exit 0 only if so).
     Health(Box<client::health::HealthArgs>),
     /// Check a config file (`check FILE`) or print a commented example (`example`).
@@ -72,6 +75,7 @@ async fn main() -> ExitCode {
         Command::Vaults(args) => client::vaults::run(*args).await,
         Command::Import(args) => client::import::run(*args).await,
         Command::Watch(args) => client::watch::run(*args).await,
+        Command::Bench(args) => bench::run(*args).await,
         Command::Health(args) => client::health::run(*args).await,
         Command::Config(cmd) => config_cmd::run(cmd).await,
         Command::Dev(cmd) => dev_certs::run(cmd).await,

@@ -1,0 +1,271 @@
+//! `coffer bench` against the real binary: `coffer serve --dev` on
+//! 127.0.0.1:0 with SQLite in a temp dir, every scenario for a short run with
+//! small numbers and `--output json` (zero errors, calls made), one
+//! `--compare health` run, and a run over mutual TLS with `coffer dev certs`
+//! where a principal without a grant is refused at seeding. Figures are not
+//! checked: they come from runs by hand, not from timed tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Server processes are reaped by `Drop for Server` once started.
+#![allow(clippy::zombie_processes)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SMALL: &[&str] = &[
+    "--duration",
+    "1s",
+    "--warmup",
+    "100ms",
+    "--concurrency",
+    "4",
+    "--connections",
+    "2",
+    "--secrets",
+    "50",
+    "--batch",
+    "5",
+    "--bindings",
+    "3",
+    "--output",
+    "json",
+];
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coffer() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    for var in [
+        "COFFER_KEYRING",
+        "COFFER_CONFIG",
+        "COFFER_LISTEN",
+        "COFFER_SERVER",
+        "COFFER_CA",
+        "COFFER_CERT",
+        "COFFER_KEY",
+        "COFFER_TIMEOUT",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Starts `coffer serve` with `args` and waits for its "listening on" line.
+fn start(dir: &Path, args: &[&str]) -> Server {
+    let log = dir.join("server.log");
+    let mut child = coffer()
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("listening on ").nth(1) {
+            let addr = rest.split(';').next().unwrap().trim().to_owned();
+            return Server { child, addr };
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn bench(scenario: &str, server: &str, extra: &[&str]) -> Output {
+    coffer()
+        .args(["bench", scenario, "--server", server])
+        .args(SMALL)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The JSON report of a run that must succeed.
+fn report(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Calls were made, none failed, and the figures are consistent.
+fn assert_clean(run: &Value, scenario: &str) {
+    assert_eq!(run["scenario"], scenario, "{run}");
+    let calls = run["calls"].as_u64().unwrap();
+    assert!(calls > 0, "{run}");
+    assert_eq!(run["ok"].as_u64().unwrap(), calls, "{run}");
+    assert_eq!(run["errors"], serde_json::json!({}), "{run}");
+    assert!(run["throughput"].as_f64().unwrap() > 0.0, "{run}");
+    assert!(run["duration_s"].as_f64().unwrap() >= 1.0, "{run}");
+    let latency = &run["latency_ms"];
+    let [p50, p90, p99, max] = ["p50", "p90", "p99", "max"].map(|p| latency[p].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{run}");
+}
+
+#[test]
+fn every_scenario_runs_clean_and_compare_gives_a_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &["--dev", "--listen", "127.0.0.1:0"]);
+    let url = format!("http://{}", server.addr);
+    let mut tenants = Vec::new();
+    for scenario in [
+        "health",
+        "resolve",
+        "resolve-many",
+        "batch-resolve",
+        "resolve-bindings",
+        "write",
+        "mixed",
+    ] {
+        let run = report(&bench(scenario, &url, &[]));
+        assert_clean(&run, scenario);
+        assert_eq!(run["concurrency"], 4);
+        assert_eq!(run["connections"], 2);
+        assert!(run.get("baseline").is_none() && run.get("ratio").is_none());
+        tenants.push(run["tenant"].as_str().unwrap().to_owned());
+    }
+    // Each run seeds a fresh tenant of its own.
+    tenants.sort();
+    tenants.dedup();
+    assert_eq!(tenants.len(), 7);
+    assert!(tenants.iter().all(|t| t.starts_with("bench-")));
+
+    // A named tenant is reused: the second run finds its secrets and bindings
+    // already seeded and still runs clean.
+    for _ in 0..2 {
+        let run = report(&bench("resolve-bindings", &url, &["--tenant", "reused"]));
+        assert_clean(&run, "resolve-bindings");
+        assert_eq!(run["tenant"], "reused");
+    }
+
+    let run = report(&bench("resolve", &url, &["--compare", "health"]));
+    assert_clean(&run, "resolve");
+    assert_clean(&run["baseline"], "health");
+    let ratio = run["ratio"].as_f64().unwrap();
+    let expected =
+        run["throughput"].as_f64().unwrap() / run["baseline"]["throughput"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 0.01, "{run}");
+
+    // The table names the scenario and the calls/s column.
+    let out = coffer()
+        .args(["bench", "health", "--server", &url])
+        .args([
+            "--duration",
+            "200ms",
+            "--warmup",
+            "0s",
+            "--concurrency",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("calls/s") && table.contains("\nhealth "),
+        "{table}"
+    );
+
+    // Bad input is refused before any load.
+    let out = bench("batch-resolve", &url, &["--batch", "101"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch"));
+}
+
+#[test]
+fn bench_runs_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = coffer()
+        .args(["dev", "certs", "--out"])
+        .arg(&certs)
+        .args([
+            "--principal",
+            "spiffe://corp/bench",
+            "--principal",
+            "nobody",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        dir.path().join("coffer.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert_file = \"certs/server.pem\"\nkey_file = \"certs/server.key\"\nclient_ca_file = \"certs/ca.pem\"\n\n[authz]\npolicy_file = \"policy.toml\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[grant]]\nprincipal = \"spiffe://corp/bench\"\ntenants = [\"*\"]\nroles = [\"admin\"]\n",
+    )
+    .unwrap();
+    let config = dir.path().join("coffer.toml");
+    let server = start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let url = format!("https://{}", server.addr);
+    let tls = |slug: &str| {
+        [
+            "--ca".to_owned(),
+            certs.join("ca.pem").display().to_string(),
+            "--cert".to_owned(),
+            certs
+                .join(format!("client-{slug}.pem"))
+                .display()
+                .to_string(),
+            "--key".to_owned(),
+            certs
+                .join(format!("client-{slug}.key"))
+                .display()
+                .to_string(),
+        ]
+    };
+    let admin = tls("corp-bench");
+    let admin: Vec<&str> = admin.iter().map(String::as_str).collect();
+    let run = report(&bench(
+        "resolve",
+        &url,
+        &[&admin[..], &["--compare", "health"]].concat(),
+    ));
+    assert_clean(&run, "resolve");
+    assert_clean(&run["baseline"], "health");
+
+    // Without a grant, seeding is refused: the run fails before any load and
+    // prints no figures.
+    let nobody = tls("nobody");
+    let nobody: Vec<&str> = nobody.iter().map(String::as_str).collect();
+    let out = bench("resolve", &url, &nobody);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The server may hide a tenant outside the grant as not found.
+    assert!(
+        stderr.contains("code: PERMISSION_DENIED") || stderr.contains("code: NOT_FOUND"),
+        "{stderr}"
+    );
+}
