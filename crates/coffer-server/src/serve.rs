@@ -40,6 +40,9 @@ use crate::tls::{ReloadableTls, TlsError, TlsFiles, incoming};
 /// period before `serve` returns.
 const CUT_FLUSH: Duration = Duration::from_millis(500);
 
+/// How long shutdown waits for queued audit events to be committed.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Server settings that are not part of the use cases. Not `Clone`: it owns
 /// the metrics listener.
 #[derive(Debug)]
@@ -329,6 +332,14 @@ pub async fn serve(
     }
     watcher.abort();
     reaper.abort();
+    // Denials are queued without waiting; commit them before returning
+    // (bounded: a database that is gone must not hold the exit).
+    if tokio::time::timeout(AUDIT_FLUSH_TIMEOUT, coffer.audit_writer().flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit writer did not flush in time; queued denial events may be lost");
+    }
     stop_metrics.cancel();
     if let Some(metrics) = metrics {
         let _ = metrics.await;

@@ -49,17 +49,26 @@ struct Pending {
 /// The handle resolves use to record their events.
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
-    queue: mpsc::Sender<PendingBox>,
+    queue: mpsc::Sender<Queued>,
 }
 
-/// `Pending` boxed so the channel's slots stay small.
-struct PendingBox(Box<Pending>);
+/// What the writer task receives: an event (boxed so the channel's slots
+/// stay small), or a flush barrier answered once everything queued before it
+/// is committed.
+enum Queued {
+    Event(Box<Pending>),
+    Flush(oneshot::Sender<()>),
+}
 
-impl std::fmt::Debug for PendingBox {
+impl std::fmt::Debug for Queued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("action", &self.0.event.action)
-            .finish()
+        match self {
+            Queued::Event(pending) => f
+                .debug_struct("Pending")
+                .field("action", &pending.event.action)
+                .finish(),
+            Queued::Flush(_) => f.write_str("Flush"),
+        }
     }
 }
 
@@ -76,7 +85,7 @@ impl AuditWriter {
     /// refused either way); a full queue drops it with a warning.
     pub fn enqueue(&self, event: NewAuditEvent) {
         let (done, _ignored) = oneshot::channel();
-        let pending = PendingBox(Box::new(Pending {
+        let pending = Queued::Event(Box::new(Pending {
             event,
             resolved_uid: None,
             done,
@@ -89,7 +98,7 @@ impl AuditWriter {
     /// Queues an event and waits until it is committed.
     pub async fn record(&self, event: NewAuditEvent, resolved_uid: Option<String>) -> Result<()> {
         let (done, wait) = oneshot::channel();
-        let pending = PendingBox(Box::new(Pending {
+        let pending = Queued::Event(Box::new(Pending {
             event,
             resolved_uid,
             done,
@@ -101,15 +110,37 @@ impl AuditWriter {
         wait.await
             .map_err(|_| audit_unavailable("the audit writer dropped an event"))?
     }
+
+    /// Waits until every event queued before this call is committed (or its
+    /// batch failed): at shutdown, so that events queued without waiting
+    /// (denials) are not lost with the process.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
-async fn run(store: Store, mut receiver: mpsc::Receiver<PendingBox>, options: AuditWriterOptions) {
+async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditWriterOptions) {
     while let Some(first) = receiver.recv().await {
-        let mut batch = vec![first.0];
+        let first = match first {
+            Queued::Event(pending) => pending,
+            // Nothing was pending before this barrier.
+            Queued::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        let mut flushes = Vec::new();
         let deadline = tokio::time::Instant::now() + options.max_delay;
-        while batch.len() < options.max_batch {
+        // A flush barrier ends the batch at once: whoever waits on it should
+        // not wait for company.
+        while batch.len() < options.max_batch && flushes.is_empty() {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(next)) => batch.push(next.0),
+                Ok(Some(Queued::Event(next))) => batch.push(next),
+                Ok(Some(Queued::Flush(done))) => flushes.push(done),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -129,6 +160,9 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<PendingBox>, options: Au
                 Err(_) => Err(audit_unavailable("writing the audit batch failed")),
             };
             let _ = pending.done.send(outcome);
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
@@ -241,5 +275,46 @@ impl EventBuilder {
             self.event.reason = err.reason().as_str().to_owned();
         }
         self.event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use coffer_core::record::AuditOutcome;
+
+    use super::*;
+
+    fn denial(tenant: &TenantId) -> NewAuditEvent {
+        let principal = Principal::new("test:stranger");
+        let mut event =
+            EventBuilder::new(tenant, &principal, "authz.deny", "tenants/acme").success();
+        event.outcome = AuditOutcome::Denied;
+        event
+    }
+
+    /// A flush commits what was queued without waiting, and does not wait
+    /// for the batching delay to pass.
+    #[tokio::test]
+    async fn flush_commits_queued_events_at_once() {
+        let (store, _dir) = coffer_store::testing::sqlite_store().await;
+        let options = AuditWriterOptions {
+            max_delay: Duration::from_secs(30),
+            ..AuditWriterOptions::default()
+        };
+        let (writer, _task) = AuditWriter::spawn(store.clone(), options);
+        let tenant = TenantId::parse("acme", "tenant").unwrap();
+        writer.enqueue(denial(&tenant));
+        writer.enqueue(denial(&tenant));
+        tokio::time::timeout(Duration::from_secs(5), writer.flush())
+            .await
+            .expect("flush must not wait for the 30 s batching delay");
+        let head = store.audit_head(&tenant).await.unwrap().unwrap();
+        assert_eq!(head.seq, 2);
+        // A flush with nothing queued answers at once too.
+        tokio::time::timeout(Duration::from_secs(5), writer.flush())
+            .await
+            .unwrap();
     }
 }
