@@ -17,7 +17,7 @@ use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::vault_service_client::VaultServiceClient;
 use coffer_providers::ProviderRegistry;
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
-use coffer_server::app::WatchOptions;
+use coffer_server::app::{CofferOptions, WatchOptions};
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
 use coffer_store::Store;
 use tokio::net::TcpListener;
@@ -164,13 +164,22 @@ impl TestServer {
             keyring,
             store,
         };
-        Some(Self::launch(db, options, mtls, WatchOptions::default()).await)
+        Some(Self::launch(db, options, mtls, CofferOptions::default()).await)
     }
 
     /// Starts another (plaintext, dev-mode) server on this server's database
     /// and keyring, with `watch` as its change-stream settings: a second
     /// replica, or, once this one has stopped, the same deployment restarted.
     pub async fn start_replica(&self, watch: WatchOptions) -> TestServer {
+        self.start_replica_with(CofferOptions {
+            watch,
+            ..CofferOptions::default()
+        })
+        .await
+    }
+
+    /// Like [`Self::start_replica`], with every use-case setting explicit.
+    pub async fn start_replica_with(&self, options: CofferOptions) -> TestServer {
         let store = Store::connect(&self.database_url, Default::default())
             .await
             .unwrap();
@@ -180,14 +189,14 @@ impl TestServer {
             keyring: self.keyring.clone(),
             store,
         };
-        Self::launch(db, ServeOptions::dev(), None, watch).await
+        Self::launch(db, ServeOptions::dev(), None, options).await
     }
 
     async fn launch(
         db: Database,
         options: ServeOptions,
         mtls: Option<MtlsSetup>,
-        watch: WatchOptions,
+        coffer_options: CofferOptions,
     ) -> TestServer {
         let Database {
             url: database_url,
@@ -203,13 +212,7 @@ impl TestServer {
             .register(Arc::new(coffer_providers::testing::MotoServer::factory()))
             .unwrap()
             .build();
-        let coffer = Coffer::with_options(
-            store.clone(),
-            providers,
-            keyring.clone(),
-            Default::default(),
-            watch,
-        );
+        let coffer = Coffer::configured(store.clone(), providers, keyring.clone(), coffer_options);
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

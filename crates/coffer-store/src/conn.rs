@@ -7,9 +7,10 @@
 //! beside the writer. PostgreSQL uses one pool for both.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_core::{Error, Result, TenantId};
+use coffer_core::{Error, Result};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -18,6 +19,7 @@ use sea_orm::{
 };
 
 use crate::error::db_err;
+use crate::notify::{CommitNotice, RemoteCommits};
 use crate::tx::WriteTx;
 use tokio::sync::broadcast;
 
@@ -85,7 +87,12 @@ pub struct Store {
     backend: Backend,
     /// Tenants changed by a committed transaction (see
     /// [`Store::subscribe_commits`]).
-    commits: broadcast::Sender<TenantId>,
+    pub(crate) commits: broadcast::Sender<CommitNotice>,
+    /// This handle's id in PostgreSQL commit notices, so that the listener
+    /// skips the notices this process already sent locally.
+    pub(crate) instance: Arc<str>,
+    /// PostgreSQL only: the LISTEN side of cross-replica notices.
+    pub(crate) remote: Option<RemoteCommits>,
 }
 
 /// How many commit notices a slow subscriber may lag behind before it is
@@ -111,12 +118,13 @@ impl Store {
             let pool = Database::connect(pool_options(url, &options, options.max_connections))
                 .await
                 .map_err(db_err)?;
-            Ok(Store {
-                read: pool.clone(),
-                write: pool,
-                backend: Backend::Postgres,
-                commits: broadcast::channel(COMMIT_NOTICES).0,
-            })
+            let remote = RemoteCommits::new(pool.get_postgres_connection_pool());
+            Ok(Store::assemble(
+                pool.clone(),
+                pool,
+                Backend::Postgres,
+                Some(remote),
+            ))
         } else {
             Err(Error::invalid_field(
                 "database.url",
@@ -141,22 +149,28 @@ impl Store {
         if is_sqlite_memory(url) {
             // Every connection to an in-memory database is a database of its
             // own, so reads must share the one write connection.
-            return Ok(Store {
-                read: write.clone(),
-                write,
-                backend: Backend::Sqlite,
-                commits: broadcast::channel(COMMIT_NOTICES).0,
-            });
+            return Ok(Store::assemble(write.clone(), write, Backend::Sqlite, None));
         }
         let mut read_opts = pool_options(url, options, options.max_connections.max(1));
         read_opts.map_sqlx_sqlite_opts(tune);
         let read = Database::connect(read_opts).await.map_err(db_err)?;
-        Ok(Store {
+        Ok(Store::assemble(read, write, Backend::Sqlite, None))
+    }
+
+    fn assemble(
+        read: DatabaseConnection,
+        write: DatabaseConnection,
+        backend: Backend,
+        remote: Option<RemoteCommits>,
+    ) -> Store {
+        Store {
             read,
             write,
-            backend: Backend::Sqlite,
+            backend,
             commits: broadcast::channel(COMMIT_NOTICES).0,
-        })
+            instance: uuid::Uuid::new_v4().simple().to_string().into(),
+            remote,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -214,21 +228,30 @@ impl Store {
     /// Starts a transaction on the write pool.
     pub async fn begin(&self) -> Result<WriteTx> {
         let txn = self.write.begin().await.map_err(db_err)?;
-        Ok(WriteTx::new(txn, self.backend, self.commits.clone()))
+        Ok(WriteTx::new(
+            txn,
+            self.backend,
+            self.commits.clone(),
+            self.instance.clone(),
+        ))
     }
 
     /// Notices of committed changes: after a transaction that audited a
-    /// successful mutation commits, each tenant it changed is sent once.
-    /// Every mutation audits itself in its own transaction, so this is
-    /// "something changed in this tenant" for this process's writes (other
-    /// replicas' writes are seen by reading the database). Resolves and
-    /// refusals send nothing.
-    pub fn subscribe_commits(&self) -> broadcast::Receiver<TenantId> {
+    /// successful mutation commits, each tenant it changed is sent once,
+    /// before `commit()` returns. Every mutation audits itself in its own
+    /// transaction, so this is "something changed in this tenant". On
+    /// PostgreSQL, other replicas' commits arrive too once
+    /// [`Store::spawn_commit_listener`] runs (see [`crate::notify`]).
+    /// Resolves and refusals send nothing.
+    pub fn subscribe_commits(&self) -> broadcast::Receiver<CommitNotice> {
         self.commits.subscribe()
     }
 
     /// Closes the pools; later calls answer `Unavailable`.
     pub async fn close(&self) -> Result<()> {
+        if let Some(remote) = &self.remote {
+            remote.pool.close().await;
+        }
         self.write.close_by_ref().await.map_err(db_err)?;
         if self.backend == Backend::Sqlite {
             self.read.close_by_ref().await.map_err(db_err)?;

@@ -11,14 +11,15 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use coffer_core::{Error, Result, TenantId};
-use sea_orm::DatabaseTransaction;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use tokio::sync::broadcast;
 
 use crate::conn::Backend;
 use crate::error::db_err;
+use crate::notify::{COMMIT_CHANNEL, CommitNotice, payload};
 
 /// A write transaction. Commit with [`WriteTx::commit`]; dropping it rolls back.
 pub struct WriteTx {
@@ -28,7 +29,9 @@ pub struct WriteTx {
     /// Tenants this transaction changed (it audited a successful mutation);
     /// announced on `commits` once the commit succeeded.
     changed: Mutex<BTreeSet<TenantId>>,
-    commits: broadcast::Sender<TenantId>,
+    commits: broadcast::Sender<CommitNotice>,
+    /// The store's id in PostgreSQL commit notices.
+    instance: Arc<str>,
 }
 
 impl fmt::Debug for WriteTx {
@@ -44,7 +47,8 @@ impl WriteTx {
     pub(crate) fn new(
         txn: DatabaseTransaction,
         backend: Backend,
-        commits: broadcast::Sender<TenantId>,
+        commits: broadcast::Sender<CommitNotice>,
+        instance: Arc<str>,
     ) -> Self {
         WriteTx {
             txn,
@@ -52,6 +56,7 @@ impl WriteTx {
             failed: AtomicBool::new(false),
             changed: Mutex::default(),
             commits,
+            instance,
         }
     }
 
@@ -82,12 +87,29 @@ impl WriteTx {
                 "write transaction committed after one of its statements failed; rolled back",
             ));
         }
-        self.txn.commit().await.map_err(db_err)?;
         let changed =
             std::mem::take(&mut *self.changed.lock().unwrap_or_else(PoisonError::into_inner));
+        if self.backend == Backend::Postgres {
+            // Delivered to other replicas' listeners when (and only if) this
+            // transaction commits.
+            for tenant in &changed {
+                self.txn
+                    .execute_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT pg_notify($1, $2)",
+                        [
+                            COMMIT_CHANNEL.into(),
+                            payload(&self.instance, tenant).into(),
+                        ],
+                    ))
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        self.txn.commit().await.map_err(db_err)?;
         for tenant in changed {
             // An error only means that nobody is listening.
-            let _ = self.commits.send(tenant);
+            let _ = self.commits.send(CommitNotice::Tenant(tenant));
         }
         Ok(())
     }

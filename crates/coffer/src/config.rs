@@ -22,8 +22,10 @@ mod tests;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use coffer_server::app::{AuditWriterOptions, MetadataCacheOptions, ValueCacheOptions};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -44,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) log: LogSection,
     pub(crate) telemetry: TelemetrySection,
     pub(crate) metrics: MetricsSection,
+    pub(crate) cache: CacheSection,
+    pub(crate) audit: AuditSection,
     pub(crate) providers: ProvidersSection,
 }
 
@@ -172,6 +176,78 @@ impl Default for TelemetrySection {
 pub(crate) struct MetricsSection {
     /// Where `/metrics` is served; `None`: no metrics listener.
     pub(crate) listen: Option<SocketAddr>,
+}
+
+/// The resolve path's caches (DESIGN §8, docs/PERFORMANCE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CacheSection {
+    pub(crate) values_enabled: bool,
+    pub(crate) values_max_bytes: usize,
+    pub(crate) metadata_enabled: bool,
+    pub(crate) metadata_ttl_ms: u64,
+    pub(crate) metadata_max_entries: usize,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        let values = ValueCacheOptions::default();
+        let metadata = MetadataCacheOptions::default();
+        CacheSection {
+            values_enabled: values.enabled,
+            values_max_bytes: values.max_bytes,
+            metadata_enabled: metadata.enabled,
+            metadata_ttl_ms: u64::try_from(metadata.ttl.as_millis()).unwrap_or(u64::MAX),
+            metadata_max_entries: metadata.max_entries,
+        }
+    }
+}
+
+impl CacheSection {
+    pub(crate) fn value_cache(&self) -> ValueCacheOptions {
+        ValueCacheOptions {
+            enabled: self.values_enabled,
+            max_bytes: self.values_max_bytes,
+        }
+    }
+
+    pub(crate) fn metadata_cache(&self) -> MetadataCacheOptions {
+        MetadataCacheOptions {
+            enabled: self.metadata_enabled,
+            ttl: Duration::from_millis(self.metadata_ttl_ms),
+            max_entries: self.metadata_max_entries,
+        }
+    }
+}
+
+/// The group-commit writer of resolve audit events.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuditSection {
+    pub(crate) max_batch: usize,
+    pub(crate) max_delay_us: u64,
+    pub(crate) queue: usize,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        let options = AuditWriterOptions::default();
+        AuditSection {
+            max_batch: options.max_batch,
+            max_delay_us: u64::try_from(options.max_delay.as_micros()).unwrap_or(u64::MAX),
+            queue: options.queue,
+        }
+    }
+}
+
+impl AuditSection {
+    pub(crate) fn writer(&self) -> AuditWriterOptions {
+        AuditWriterOptions {
+            max_batch: self.max_batch,
+            max_delay: Duration::from_micros(self.max_delay_us),
+            queue: self.queue,
+        }
+    }
 }
 
 /// Which optional providers this deployment offers, and their client

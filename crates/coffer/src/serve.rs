@@ -15,6 +15,7 @@ use coffer_crypto::Keyring;
 use coffer_providers::ProviderRegistry;
 use coffer_providers::aws_secrets_manager::{AwsProviderOptions, AwsSecretsManagerFactory};
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
+use coffer_server::app::CofferOptions;
 use coffer_server::telemetry::{self, TelemetrySettings};
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
 use coffer_store::StoreOptions;
@@ -176,7 +177,17 @@ async fn serve(args: &ServeArgs, plan: Plan) -> anyhow::Result<()> {
         })?;
     }
     let providers = registry(&keyring, &config.providers)?;
-    let coffer = Coffer::new(store, providers, keyring);
+    let coffer = Coffer::configured(
+        store,
+        providers,
+        keyring,
+        CofferOptions {
+            audit: config.audit.writer(),
+            value_cache: config.cache.value_cache(),
+            metadata_cache: config.cache.metadata_cache(),
+            ..CofferOptions::default()
+        },
+    );
 
     let listener = TcpListener::bind(plan.listen)
         .await

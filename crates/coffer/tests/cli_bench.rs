@@ -65,12 +65,19 @@ fn coffer() -> Command {
 
 /// Starts `coffer serve` with `args` and waits for its "listening on" line.
 fn start(dir: &Path, args: &[&str]) -> Server {
-    let log = dir.join("server.log");
+    start_logging_to(dir, "server.log", args, &[])
+}
+
+/// [`start`] with its log in `log_name` and extra env vars: several servers
+/// on one data directory (replicas on one SQLite file).
+fn start_logging_to(dir: &Path, log_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
+    let log = dir.join(log_name);
     let mut child = coffer()
         .arg("serve")
         .args(args)
         .arg("--data-dir")
         .arg(dir.join("data"))
+        .envs(envs.iter().copied())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -194,6 +201,29 @@ fn every_scenario_runs_clean_and_compare_gives_a_ratio() {
     let out = bench("batch-resolve", &url, &["--batch", "101"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--batch"));
+}
+
+/// replica-lag rotates on one server and resolves on another over the same
+/// database; on SQLite the replica's metadata cache TTL bounds the lag.
+#[test]
+fn replica_lag_measures_propagation_between_two_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = ["--dev", "--listen", "127.0.0.1:0"];
+    let primary = start_logging_to(dir.path(), "primary.log", &dev, &[]);
+    let ttl = [("COFFER_CACHE__METADATA_TTL_MS", "50")];
+    let replica = start_logging_to(dir.path(), "replica.log", &dev, &ttl);
+    let (primary, replica) = (
+        format!("http://{}", primary.addr),
+        format!("http://{}", replica.addr),
+    );
+    let run = report(&bench("replica-lag", &primary, &["--replica", &replica]));
+    assert_clean(&run, "replica-lag");
+    // Every round waited for the replica, never longer than its TTL allows.
+    assert!(run["latency_ms"]["max"].as_f64().unwrap() < 1000.0, "{run}");
+
+    let out = bench("replica-lag", &primary, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--replica"));
 }
 
 #[test]

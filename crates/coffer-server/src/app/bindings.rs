@@ -334,8 +334,7 @@ impl Coffer {
         validate_consumer(&consumer.0, &consumer.1, "consumer")?;
         validate_context(context, "context")?;
         let bindings = self
-            .store()
-            .consumer_bindings(tenant, &consumer.0, &consumer.1, prefix)
+            .cached_consumer_bindings(tenant, &consumer.0, &consumer.1, prefix)
             .await?;
         let results = self
             .resolve_binding_set(principal, &bindings, context)

@@ -8,6 +8,7 @@ mod audit_query;
 mod bindings;
 mod idempotency;
 mod import;
+mod metadata_cache;
 mod placement;
 mod reaper;
 mod resolve;
@@ -34,6 +35,7 @@ pub use import::{
     CandidateStatus, ImportCandidateView, ImportConflict, ImportOutcome, ImportPreview,
     ImportRowResult, ImportRowSpec,
 };
+pub use metadata_cache::{MetadataCacheOptions, MetadataCacheStats};
 pub use reaper::{ReaperReport, spawn_reaper};
 pub use resolve::{ResolveRequest, ResolvedValue};
 pub use secrets::{CreateSecret, SecretPage, SecretPatch, SecretSource};
@@ -60,6 +62,7 @@ struct Inner {
     audit: AuditWriter,
     watch: watch::WatchHub,
     values: value_cache::ValueCache,
+    metadata: metadata_cache::MetadataCache,
 }
 
 /// Every tunable of [`Coffer`], each defaulting to what [`Coffer::new`] uses.
@@ -68,6 +71,7 @@ pub struct CofferOptions {
     pub audit: AuditWriterOptions,
     pub watch: WatchOptions,
     pub value_cache: ValueCacheOptions,
+    pub metadata_cache: MetadataCacheOptions,
 }
 
 impl Coffer {
@@ -103,7 +107,9 @@ impl Coffer {
         Self::configured(store, providers, keyring, options)
     }
 
-    /// Builds the use cases with every setting explicit.
+    /// Builds the use cases with every setting explicit, and starts the
+    /// tasks they need: the audit writer and, on PostgreSQL, the listener
+    /// for other replicas' commits.
     pub fn configured(
         store: Store,
         providers: ProviderRegistry,
@@ -111,8 +117,12 @@ impl Coffer {
         options: CofferOptions,
     ) -> Self {
         let (audit, _task) = AuditWriter::spawn(store.clone(), options.audit);
+        // Subscribed before the listener starts, so its first notice is heard.
+        let metadata = metadata_cache::MetadataCache::new(store.clone(), options.metadata_cache);
+        let _listener = store.spawn_commit_listener();
         Coffer {
             inner: Arc::new(Inner {
+                metadata,
                 store,
                 providers,
                 keyring,

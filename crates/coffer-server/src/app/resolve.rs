@@ -4,7 +4,9 @@
 //! version (request's, else the binding's pin, else current) is ENABLED, then
 //! the provider decrypts or fetches — or, for a version the decrypted-value
 //! cache holds, the cache answers instead of the provider (the checks still
-//! run first; see [`super::value_cache`]). Batches plan every item first and then
+//! run first; see [`super::value_cache`]). Those checks read their records
+//! through the metadata cache ([`super::metadata_cache`]), which commit
+//! notices keep in step with every write. Batches plan every item first and then
 //! hand each provider its items in one `resolve_many` call. Every resolve,
 //! allowed, denied or failed, leaves one audit event through the
 //! group-commit writer, and no value is returned before its event is durable;
@@ -226,7 +228,7 @@ impl Coffer {
             ));
         }
         let cache_epoch = self.inner.values.epoch();
-        let secret = self.load_secret(&req.name).await?;
+        let secret = self.cached_secret(&req.name).await?;
         if secret.state != SecretState::Active {
             return Err(not_active(
                 &req.name,
@@ -238,8 +240,7 @@ impl Coffer {
             None => None,
             Some((kind, id)) => {
                 let binding = self
-                    .store()
-                    .find_binding(&req.name.tenant, kind, id, &req.config_path)
+                    .cached_binding(&req.name.tenant, kind, id, &req.config_path)
                     .await?
                     .filter(|binding| binding.secret_uid == secret.uid)
                     .ok_or_else(|| not_bound(&req.name, kind, id, &req.config_path))?;
@@ -267,7 +268,7 @@ impl Coffer {
     async fn plan_binding(&self, binding: &BindingRecord) -> Result<Planned> {
         let name = binding.secret_name();
         let cache_epoch = self.inner.values.epoch();
-        let secret = self.load_secret(&name).await?;
+        let secret = self.cached_secret(&name).await?;
         if secret.state != SecretState::Active {
             return Err(not_active(
                 &name,
@@ -287,8 +288,7 @@ impl Coffer {
     ) -> Result<Planned> {
         let name = secret.name().version(number);
         let version = self
-            .store()
-            .get_version(&secret.uid, number)
+            .cached_version(&secret, number)
             .await?
             .ok_or_else(|| version_not_found(&name))?;
         ensure_enabled(&name, &version)?;
@@ -323,7 +323,10 @@ impl Coffer {
             let Some((_, first)) = items.first() else {
                 continue;
             };
-            let provider = match self.version_client(&first.secret, &first.version).await {
+            let provider = match self
+                .cached_location_client(&first.secret.tenant, &first.version.vault)
+                .await
+            {
                 Ok(provider) => provider,
                 Err(err) => {
                     for (index, _) in &items {

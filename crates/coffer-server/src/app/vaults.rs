@@ -381,16 +381,37 @@ impl Coffer {
         tenant: &TenantId,
         vault: &str,
     ) -> Result<Arc<dyn SecretProvider>> {
+        self.location_client_via(tenant, vault, false).await
+    }
+
+    /// [`Coffer::location_client`] for the resolve path: the vault record
+    /// comes through the metadata cache.
+    pub(crate) async fn cached_location_client(
+        &self,
+        tenant: &TenantId,
+        vault: &str,
+    ) -> Result<Arc<dyn SecretProvider>> {
+        self.location_client_via(tenant, vault, true).await
+    }
+
+    async fn location_client_via(
+        &self,
+        tenant: &TenantId,
+        vault: &str,
+        through_cache: bool,
+    ) -> Result<Arc<dyn SecretProvider>> {
         if vault.is_empty() {
             return Ok(self.inner.providers.builtin().await?);
         }
         let name = VaultName::parse(vault, "vault").map_err(|_| {
             Error::internal(format_args!("stored vault name {vault:?} is malformed"))
         })?;
-        let record = self
-            .store()
-            .get_vault(tenant, &name.vault_id)
-            .await?
+        let record = if through_cache {
+            self.cached_vault(tenant, &name.vault_id).await?
+        } else {
+            self.store().get_vault(tenant, &name.vault_id).await?
+        };
+        let record = record
             .ok_or_else(|| Error::internal(format_args!("stored vault {vault} does not exist")))?;
         if record.state == VaultState::Disabled {
             return Err(vault_disabled(

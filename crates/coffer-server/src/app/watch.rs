@@ -82,7 +82,8 @@ impl Default for WatchOptions {
 
 /// What every stream of this process shares: the options and the shutdown
 /// flag. Wake-ups come from the store's commit notices
-/// (`Store::subscribe_commits`), which every committed mutation sends.
+/// (`Store::subscribe_commits`), which every committed mutation sends, and
+/// on PostgreSQL every other replica's mutations too.
 #[derive(Debug)]
 pub(crate) struct WatchHub {
     options: WatchOptions,

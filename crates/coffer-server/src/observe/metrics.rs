@@ -63,6 +63,10 @@ pub const VALUE_CACHE_HITS: &str = "coffer_value_cache_hits_total";
 pub const VALUE_CACHE_MISSES: &str = "coffer_value_cache_misses_total";
 pub const VALUE_CACHE_EVICTIONS: &str = "coffer_value_cache_evictions_total";
 pub const VALUE_CACHE_BYTES: &str = "coffer_value_cache_bytes";
+pub const METADATA_CACHE_HITS: &str = "coffer_metadata_cache_hits_total";
+pub const METADATA_CACHE_MISSES: &str = "coffer_metadata_cache_misses_total";
+pub const METADATA_CACHE_INVALIDATIONS: &str = "coffer_metadata_cache_invalidations_total";
+pub const METADATA_CACHE_ENTRIES: &str = "coffer_metadata_cache_entries";
 pub const AUDIT_BATCH_SIZE: &str = "coffer_audit_batch_size";
 pub const AUDIT_FLUSH_DURATION: &str = "coffer_audit_flush_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
@@ -171,6 +175,26 @@ fn describe() {
         VALUE_CACHE_BYTES,
         Unit::Bytes,
         "bytes held by the decrypted-value cache"
+    );
+    metrics::describe_counter!(
+        METADATA_CACHE_HITS,
+        Unit::Count,
+        "secret, version, binding and vault lookups of the resolve path served from the metadata cache"
+    );
+    metrics::describe_counter!(
+        METADATA_CACHE_MISSES,
+        Unit::Count,
+        "metadata lookups of the resolve path that read the database"
+    );
+    metrics::describe_counter!(
+        METADATA_CACHE_INVALIDATIONS,
+        Unit::Count,
+        "metadata cache invalidations by scope (tenant: a committed write; all: notices may have been missed)"
+    );
+    metrics::describe_gauge!(
+        METADATA_CACHE_ENTRIES,
+        Unit::Count,
+        "records held by the metadata cache"
     );
     metrics::describe_histogram!(
         AUDIT_BATCH_SIZE,

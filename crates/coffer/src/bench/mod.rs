@@ -26,6 +26,9 @@ use crate::client::conn::ClientOpts;
 
 /// Slices per side when `--compare` alternates the scenario and the baseline.
 const COMPARE_SLICES: u32 = 4;
+/// How long a replica-lag round waits for the replica before it counts as
+/// DEADLINE_EXCEEDED.
+const REPLICA_LAG_LIMIT: Duration = Duration::from_secs(5);
 /// Most seeding calls in flight at once.
 const SEED_PARALLELISM: usize = 32;
 
@@ -69,6 +72,10 @@ pub(crate) struct BenchArgs {
     /// The Coffer server's URL (https:// when TLS options are given).
     #[arg(long, env = "COFFER_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
+    /// replica-lag: a second server on the same database, resolved after each
+    /// rotation made through --server (same TLS options).
+    #[arg(long, value_name = "URL")]
+    replica: Option<String>,
     /// PEM file of the CA that signed the server's certificate.
     #[arg(long, env = "COFFER_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -142,6 +149,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     let (measured, baseline) = match args.compare {
+        None if args.scenario == Scenario::ReplicaLag => {
+            let replica = replica_channel(&opts, args.replica.as_deref()).await?;
+            driver.replica_lag(&replica, args.warmup).await?;
+            (driver.replica_lag(&replica, args.duration).await?, None)
+        }
+        Some(_) if args.scenario == Scenario::ReplicaLag => {
+            bail!("replica-lag measures propagation, not throughput: drop --compare")
+        }
         None => {
             driver.drive(args.scenario, args.warmup).await?;
             (driver.drive(args.scenario, args.duration).await?, None)
@@ -167,6 +182,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         baseline.map(|b| b.summarize(Scenario::Health.name())),
     );
     report.print(args.output)
+}
+
+/// The connection to `--replica`, with the TLS options of `--server`.
+async fn replica_channel(opts: &ClientOpts, replica: Option<&str>) -> anyhow::Result<Channel> {
+    let replica = replica.context("replica-lag needs --replica URL (a second server)")?;
+    let opts = ClientOpts {
+        server: replica.to_owned(),
+        ..opts.clone()
+    };
+    opts.connect().await
 }
 
 /// Runs the callers of one scenario over the shared channels.
@@ -205,6 +230,29 @@ impl Driver {
         }
         merged.add_elapsed(start.elapsed());
         Ok(merged)
+    }
+}
+
+impl Driver {
+    /// `replica-lag` rounds back to back for `length`: one caller, since
+    /// concurrent rotations of one secret would blur whose version shows.
+    async fn replica_lag(&self, replica: &Channel, length: Duration) -> anyhow::Result<Samples> {
+        let start = Instant::now();
+        let mut primary = Clients::new(self.channels[0].clone());
+        let mut replica = Clients::new(replica.clone());
+        let mut samples = Samples::default();
+        while start.elapsed() < length {
+            match self
+                .workload
+                .replica_lag(&mut primary, &mut replica, REPLICA_LAG_LIMIT)
+                .await
+            {
+                Ok(lag) => samples.ok(lag),
+                Err(code) => samples.error(code),
+            }
+        }
+        samples.add_elapsed(start.elapsed());
+        Ok(samples)
     }
 }
 

@@ -4,6 +4,7 @@
 //! carries an error, so "zero errors" means every value came back.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::{
@@ -41,6 +42,9 @@ pub(crate) enum Scenario {
     /// 90 % ResolveSecret over --secrets, 10 % RotateSecret of one of them
     /// (caller i rotates secret i mod --secrets).
     Mixed,
+    /// Rotate on this server, then resolve on --replica until the new
+    /// version shows: the latency reported is the propagation lag.
+    ReplicaLag,
 }
 
 impl Scenario {
@@ -53,6 +57,7 @@ impl Scenario {
             Scenario::ResolveBindings => "resolve-bindings",
             Scenario::Write => "write",
             Scenario::Mixed => "mixed",
+            Scenario::ReplicaLag => "replica-lag",
         }
     }
 }
@@ -103,7 +108,7 @@ impl Workload {
         let workload = Arc::new(Workload { tenant, sizes });
         let keys: Vec<String> = match scenario {
             Scenario::Health => Vec::new(),
-            Scenario::Resolve => vec![workload.hot_key()],
+            Scenario::Resolve | Scenario::ReplicaLag => vec![workload.hot_key()],
             Scenario::ResolveMany | Scenario::BatchResolve | Scenario::Mixed => {
                 (0..sizes.secrets).map(|i| workload.many_key(i)).collect()
             }
@@ -192,6 +197,8 @@ impl Workload {
             Scenario::BatchResolve => self.batch_resolve(clients).await,
             Scenario::ResolveBindings => self.resolve_bindings(clients).await,
             Scenario::Write => self.rotate(clients, self.own_key(caller)).await,
+            // Measured by `replica_lag`, with a second server's clients.
+            Scenario::ReplicaLag => Err(tonic::Code::InvalidArgument),
             Scenario::Mixed => {
                 if rand::rng().random_ratio(1, 10) {
                     // Rotates inside the resolved set, so resolves meet new
@@ -201,6 +208,45 @@ impl Workload {
                 } else {
                     self.resolve(clients, self.random_many_key()).await
                 }
+            }
+        }
+    }
+
+    /// One round of `replica-lag`: rotates the hot secret through `primary`,
+    /// then resolves it through `replica` until the new version shows (at
+    /// most `limit`); returns the time from the rotation's answer to that.
+    pub(crate) async fn replica_lag(
+        &self,
+        primary: &mut Clients,
+        replica: &mut Clients,
+        limit: Duration,
+    ) -> Result<Duration, tonic::Code> {
+        let req = RotateSecretRequest {
+            name: self.secret_name(&self.hot_key()),
+            source: Some(rotate_secret_request::Source::Value(random_value())),
+            ..RotateSecretRequest::default()
+        };
+        let rotated = primary
+            .secrets
+            .rotate_secret(req)
+            .await
+            .map_err(|s| s.code())?
+            .into_inner()
+            .version;
+        let start = Instant::now();
+        loop {
+            let seen = replica
+                .secrets
+                .resolve_secret(self.resolve_request(&self.hot_key()))
+                .await
+                .map_err(|s| s.code())?
+                .into_inner()
+                .version;
+            if seen >= rotated {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > limit {
+                return Err(tonic::Code::DeadlineExceeded);
             }
         }
     }

@@ -80,6 +80,7 @@ impl Config {
         out.extend(self.keys.problems());
         out.extend(self.log.problems());
         out.extend(self.telemetry.problems());
+        out.extend(self.cache_and_audit_problems());
         out.extend(self.providers.aws_secrets_manager.problems());
         out
     }
@@ -106,6 +107,61 @@ impl Config {
                 }
             }
         }
+        out
+    }
+}
+
+/// `key` must lie in `range`.
+fn in_range(
+    out: &mut Vec<Problem>,
+    key: &'static str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) {
+    if !range.contains(&value) {
+        out.push(problem(
+            key,
+            format!("{key} must be {} to {}", range.start(), range.end()),
+        ));
+    }
+}
+
+impl Config {
+    fn cache_and_audit_problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let (cache, audit) = (&self.cache, &self.audit);
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        in_range(
+            &mut out,
+            "cache.values_max_bytes",
+            wide(cache.values_max_bytes),
+            65_536..=17_179_869_184,
+        );
+        in_range(
+            &mut out,
+            "cache.metadata_ttl_ms",
+            cache.metadata_ttl_ms,
+            1..=3_600_000,
+        );
+        in_range(
+            &mut out,
+            "cache.metadata_max_entries",
+            wide(cache.metadata_max_entries),
+            1..=10_000_000,
+        );
+        in_range(
+            &mut out,
+            "audit.max_batch",
+            wide(audit.max_batch),
+            1..=10_000,
+        );
+        in_range(
+            &mut out,
+            "audit.max_delay_us",
+            audit.max_delay_us,
+            0..=1_000_000,
+        );
+        in_range(&mut out, "audit.queue", wide(audit.queue), 1..=1_000_000);
         out
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use coffer_core::record::{AuditEventRecord, SecretState};
 use coffer_core::{Result, SecretKey, SecretName, TenantId, page};
+use coffer_store::CommitNotice;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -40,7 +41,7 @@ pub struct ChangeStream {
     /// Secrets this stream last showed as disabled, to tell enabling one
     /// from another update.
     disabled: HashSet<SecretKey>,
-    wake: broadcast::Receiver<TenantId>,
+    wake: broadcast::Receiver<CommitNotice>,
     closed: watch::Receiver<bool>,
 }
 
@@ -122,8 +123,8 @@ impl ChangeStream {
         }
     }
 
-    /// Until the poll interval passes, this process commits a change of the
-    /// tenant, or the server shuts down.
+    /// Until the poll interval passes, a change of the tenant commits (here,
+    /// or on another replica of a PostgreSQL store), or the server shuts down.
     async fn wait(&mut self) {
         let poll = tokio::time::sleep(self.coffer.inner.watch.options.poll_interval);
         let tenant = &self.tenant;
@@ -131,8 +132,10 @@ impl ChangeStream {
         let woken = async {
             loop {
                 match wake.recv().await {
-                    Ok(changed) if &changed == tenant => return,
-                    Ok(_) => {}
+                    Ok(CommitNotice::Tenant(changed)) if &changed == tenant => return,
+                    // Notices were missed (a replica's listener reconnected).
+                    Ok(CommitNotice::Lost) => return,
+                    Ok(CommitNotice::Tenant(_)) => {}
                     // Missed wake-ups might have been ours: look now.
                     Err(RecvError::Lagged(_)) => return,
                     Err(RecvError::Closed) => std::future::pending().await,
