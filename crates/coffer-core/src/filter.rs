@@ -136,6 +136,16 @@ fn tokenize(raw: &str, field: &str) -> Result<Vec<Token>> {
                     None => return Err(syntax(field)),
                 }
             }
+            // No stored name, label or reference holds a control character,
+            // and PostgreSQL refuses NUL in text outright: a value with one
+            // would match nothing on SQLite and fail as an internal error on
+            // PostgreSQL. Refuse it as the caller's mistake instead.
+            if text.chars().any(char::is_control) {
+                return Err(Error::invalid_field(
+                    field,
+                    "filter values must not contain control characters",
+                ));
+            }
             tokens.push(Token::Quoted(text));
         } else if is_word_char(c) {
             let mut word = String::new();
@@ -314,9 +324,17 @@ pub fn parse_rfc3339_micros(raw: &str) -> Option<i64> {
     }
     let offset_secs = match rest {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
-            let hours: i64 = tz[1..3].parse().ok()?;
-            let minutes: i64 = tz[4..6].parse().ok()?;
+        tz if tz.len() == 6
+            && (tz.starts_with('+') || tz.starts_with('-'))
+            && tz.as_bytes()[3] == b':' =>
+        {
+            // Byte-wise: slicing `tz` at a byte offset panics inside a
+            // multi-byte character, and `parse` would also take a sign.
+            let hours = two_digits(&tz.as_bytes()[1..3])?;
+            let minutes = two_digits(&tz.as_bytes()[4..6])?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
             let sign = if tz.starts_with('-') { -1 } else { 1 };
             sign * (hours * 3600 + minutes * 60)
         }
@@ -332,6 +350,16 @@ pub fn parse_rfc3339_micros(raw: &str) -> Option<i64> {
     let days = era * 146_097 + doe - 719_468;
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     Some(seconds * 1_000_000 + micros)
+}
+
+/// Two ASCII digits as a number.
+fn two_digits(bytes: &[u8]) -> Option<i64> {
+    match bytes {
+        [tens @ b'0'..=b'9', ones @ b'0'..=b'9'] => {
+            Some(i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -391,6 +419,31 @@ mod tests {
     }
 
     #[test]
+    fn malformed_utc_offsets_are_refused_without_panicking() {
+        // Found by fuzz/fuzz_targets/filters.rs: a multi-byte character in
+        // the offset made `&tz[3..4]` panic (a ListAuditEvents filter could
+        // reach it); a signed or out-of-range offset was taken as a number.
+        for bad in [
+            "2026-11-29T00:00:00+0\u{e9}::",
+            "2026-11-29T00:00:00+\u{e9}:00",
+            "2026-11-29T00:00:00+-1:00",
+            "2026-11-29T00:00:00++1:00",
+            "2026-11-29T00:00:00+24:00",
+            "2026-11-29T00:00:00+01:60",
+        ] {
+            assert_eq!(parse_rfc3339_micros(bad), None, "{bad:?} accepted");
+        }
+        assert!(
+            AuditFilterSpec::parse("time >= \"2026-11-29T00:00:00+0\u{e9}::\"", "filter").is_err()
+        );
+        assert_eq!(parse_rfc3339_micros("1970-01-01T01:30:00+01:30"), Some(0));
+        assert_eq!(
+            parse_rfc3339_micros("1970-01-01T00:00:00-23:59"),
+            Some((23 * 3600 + 59 * 60) * 1_000_000)
+        );
+    }
+
+    #[test]
     fn rejects_bad_filters() {
         for bad in [
             "state",
@@ -401,6 +454,8 @@ mod tests {
             "state = ACTIVE OR state = DISABLED",
             "labels.env = \"unterminated",
             "labels.env = 'x'; DROP TABLE secrets",
+            "labels.env = \"\u{0}\"",
+            "provider = \"a\\\u{7}\"",
             "state = ACTIVE AND",
         ] {
             assert!(

@@ -54,7 +54,11 @@ pub fn decode(raw: &str, scope: &str, field: &str) -> Result<Option<String>> {
     }
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
     let token: Token = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if token.q != scope {
+    // The scheme is public, so a token can be forged for the caller's own
+    // query; the cursor then reaches the database as a bound parameter. No
+    // real cursor holds a control character, and PostgreSQL refuses NUL in
+    // text (an internal error), so such a cursor is the caller's mistake.
+    if token.q != scope || token.a.chars().any(char::is_control) {
         return Err(invalid());
     }
     Ok(Some(token.a))
@@ -76,5 +80,6 @@ mod tests {
         assert!(decode(&token, &other, "page_token").is_err());
         assert!(decode("not-a-token", &scope, "page_token").is_err());
         assert_eq!(decode("", &scope, "page_token").unwrap(), None);
+        assert!(decode(&encode(&scope, "db\u{0}"), &scope, "page_token").is_err());
     }
 }

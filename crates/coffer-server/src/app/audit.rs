@@ -198,6 +198,21 @@ fn audit_unavailable(cause: &str) -> Error {
     .with_internal(cause)
 }
 
+/// Text from the request as an audit field. Refused requests are audited
+/// too, with what they asked for, which may hold control characters:
+/// PostgreSQL refuses NUL in text, and one such event would fail its whole
+/// group-commit batch — every concurrent resolve in it, whichever tenant.
+/// Control characters become U+FFFD (which also keeps them out of exports).
+fn caller_text(raw: String) -> String {
+    if raw.chars().any(char::is_control) {
+        raw.chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect()
+    } else {
+        raw
+    }
+}
+
 /// Builds events with the fields every event shares.
 #[derive(Debug, Clone)]
 pub(crate) struct EventBuilder {
@@ -217,7 +232,7 @@ impl EventBuilder {
                 time: now_micros(),
                 principal: principal.as_str().to_owned(),
                 action: action.to_owned(),
-                resource: resource.into(),
+                resource: caller_text(resource.into()),
                 version: 0,
                 consumer_kind: String::new(),
                 consumer_id: String::new(),
@@ -241,20 +256,23 @@ impl EventBuilder {
         config_path: &str,
     ) -> Self {
         if let Some((kind, id)) = consumer {
-            self.event.consumer_kind = kind.clone();
-            self.event.consumer_id = id.clone();
+            self.event.consumer_kind = caller_text(kind.clone());
+            self.event.consumer_id = caller_text(id.clone());
         }
-        self.event.config_path = config_path.to_owned();
+        self.event.config_path = caller_text(config_path.to_owned());
         self
     }
 
     pub(crate) fn context(mut self, context: &BTreeMap<String, String>) -> Self {
-        self.event.context = context.clone();
+        self.event.context = context
+            .iter()
+            .map(|(k, v)| (caller_text(k.clone()), caller_text(v.clone())))
+            .collect();
         self
     }
 
     pub(crate) fn request_id(mut self, request_id: &str) -> Self {
-        self.event.request_id = request_id.to_owned();
+        self.event.request_id = caller_text(request_id.to_owned());
         self
     }
 
@@ -292,6 +310,25 @@ mod tests {
             EventBuilder::new(tenant, &principal, "authz.deny", "tenants/acme").success();
         event.outcome = AuditOutcome::Denied;
         event
+    }
+
+    #[test]
+    fn caller_text_loses_its_control_characters() {
+        let tenant = TenantId::parse("acme", "tenant").unwrap();
+        let principal = Principal::new("test:caller");
+        let consumer = ("agent".to_owned(), "a\u{0}b".to_owned());
+        let context = BTreeMap::from([("k\u{7}".to_owned(), "line\nbreak".to_owned())]);
+        let event = EventBuilder::new(&tenant, &principal, "secret.resolve", "x\u{1b}y")
+            .consumer(Some(&consumer), "db.\u{0}")
+            .context(&context)
+            .success();
+        assert_eq!(event.resource, "x\u{FFFD}y");
+        assert_eq!(event.consumer_id, "a\u{FFFD}b");
+        assert_eq!(event.config_path, "db.\u{FFFD}");
+        assert_eq!(
+            event.context.get("k\u{FFFD}").map(String::as_str),
+            Some("line\u{FFFD}break")
+        );
     }
 
     /// A flush commits what was queued without waiting, and does not wait

@@ -37,6 +37,16 @@ pub(super) fn resolve_request(
     req: v1::ResolveSecretRequest,
     field: &str,
 ) -> Result<ResolveRequest> {
+    // The config path is looked up as given; PostgreSQL refuses NUL in a
+    // bound text parameter (an internal error), and no binding's path holds
+    // a control character, so refuse one here as the caller's mistake.
+    if req.config_path.chars().any(char::is_control) {
+        let prefix = field.strip_suffix("name").unwrap_or_default();
+        return Err(Error::invalid_field(
+            format!("{prefix}config_path"),
+            "config path must be dot-separated segments of [A-Za-z0-9_-], e.g. env.OPENAI_API_KEY",
+        ));
+    }
     Ok(ResolveRequest {
         name: SecretName::parse(&req.name, field)?,
         version: req.version,
