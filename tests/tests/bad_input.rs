@@ -541,3 +541,72 @@ e2e_test!(
         assert_eq!(before, after, "a refused request changed the database");
     }
 );
+
+e2e_test!(
+    malformed_consumer_paths_are_refused_before_the_audit_trail,
+    |server: TestServer| async move {
+        let mut client = server.secrets();
+        client
+            .create_secret(create("existing", b"original".to_vec()))
+            .await
+            .unwrap();
+        let head_before = server
+            .store
+            .audit_head(&coffer_core::TenantId::parse("acme", "tenant").unwrap())
+            .await
+            .unwrap();
+        let consumer = Some(v1::Consumer {
+            kind: "agent".into(),
+            id: "a1".into(),
+        });
+        for (config_path, consumer) in [
+            ("x".repeat(1024 * 1024 - 1024), consumer.clone()),
+            ("env..DOUBLE_DOT".to_owned(), consumer.clone()),
+            ("env.HAS SPACE".to_owned(), consumer.clone()),
+            ("env.OK".to_owned(), None),
+            (String::new(), consumer.clone()),
+        ] {
+            let request = v1::ResolveSecretRequest {
+                name: NAME.into(),
+                consumer: consumer.clone(),
+                config_path: config_path.clone(),
+                ..Default::default()
+            };
+            let status = expect(
+                client.resolve_secret(request.clone()).await,
+                Code::InvalidArgument,
+            );
+            let fields = violated_fields(&status);
+            assert!(
+                fields == ["config_path"] || fields == ["consumer"],
+                "{fields:?}"
+            );
+            // In a batch the item alone is refused, naming its index.
+            let batch = client
+                .batch_resolve_secrets(v1::BatchResolveSecretsRequest {
+                    parent: "tenants/acme".into(),
+                    requests: vec![request],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            match batch.results[0].result.as_ref().unwrap() {
+                v1::batch_resolve_result::Result::Error(status) => {
+                    assert_eq!(status.code, Code::InvalidArgument as i32, "{status:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Nothing was audited: a malformed path names nothing to resolve.
+        let head_after = server
+            .store
+            .audit_head(&coffer_core::TenantId::parse("acme", "tenant").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            head_before.map(|h| h.seq),
+            head_after.map(|h| h.seq),
+            "refused resolves must not be audited"
+        );
+    }
+);

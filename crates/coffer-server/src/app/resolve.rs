@@ -21,7 +21,7 @@ use coffer_providers::{SecretValue, StoredVersion, VersionContext};
 use futures::future::join_all;
 
 use super::audit::EventBuilder;
-use super::bindings::{parse_selector, validate_consumer};
+use super::bindings::{parse_selector, validate_config_path, validate_consumer};
 use super::secrets::not_active;
 use super::value_cache::cacheable;
 use super::versions::{ensure_enabled, version_not_found};
@@ -78,6 +78,7 @@ impl Coffer {
         req: &ResolveRequest,
     ) -> Result<ResolvedValue> {
         validate_context(&req.context, "context")?;
+        validate_consumer_path(req, "")?;
         let planned = self.plan_resolve(req, "").await;
         let mut results = self.resolve_planned(vec![planned]).await;
         let result = results
@@ -111,6 +112,17 @@ impl Coffer {
                 validate_context(&req.context, &format!("requests[{index}].context"))?;
             }
         }
+        // An item whose consumer or config path is malformed is refused on
+        // its own, unaudited like a malformed name: it names nothing.
+        let requests: Vec<Result<ResolveRequest>> = requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| {
+                let req = request?;
+                validate_consumer_path(&req, &format!("requests[{index}]."))?;
+                Ok(req)
+            })
+            .collect();
         let mut plans = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
             plans.push(match request {
@@ -213,20 +225,6 @@ impl Coffer {
 
     async fn plan_resolve(&self, req: &ResolveRequest, field_prefix: &str) -> Result<Planned> {
         let selector = VersionSelector::parse(&req.version, &format!("{field_prefix}version"))?;
-        if let Some((kind, id)) = &req.consumer {
-            validate_consumer(kind, id, &format!("{field_prefix}consumer"))?;
-            if req.config_path.is_empty() {
-                return Err(Error::invalid_field(
-                    format!("{field_prefix}config_path"),
-                    "config_path is required when a consumer is given",
-                ));
-            }
-        } else if !req.config_path.is_empty() {
-            return Err(Error::invalid_field(
-                format!("{field_prefix}consumer"),
-                "a consumer is required when a config_path is given",
-            ));
-        }
         let cache_epoch = self.inner.values.epoch();
         let secret = self.cached_secret(&req.name).await?;
         if secret.state != SecretState::Active {
@@ -425,6 +423,30 @@ fn planned_material(planned: &Planned) -> Result<StoredVersion> {
         material,
         &planned.version.provider_version_ref,
     ))
+}
+
+/// A consumer and its config path come together, both well formed (the
+/// path as bindings store it), or neither is given. Checked before
+/// anything is read or audited, so a malformed path never reaches the audit
+/// trail.
+fn validate_consumer_path(req: &ResolveRequest, field_prefix: &str) -> Result<()> {
+    match &req.consumer {
+        Some((kind, id)) => {
+            validate_consumer(kind, id, &format!("{field_prefix}consumer"))?;
+            if req.config_path.is_empty() {
+                return Err(Error::invalid_field(
+                    format!("{field_prefix}config_path"),
+                    "config_path is required when a consumer is given",
+                ));
+            }
+            validate_config_path(&req.config_path, &format!("{field_prefix}config_path"))
+        }
+        None if !req.config_path.is_empty() => Err(Error::invalid_field(
+            format!("{field_prefix}consumer"),
+            "a consumer is required when a config_path is given",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The audit context of a resolve (run_id, issue_id, …): bounded so a caller
