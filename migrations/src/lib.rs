@@ -17,6 +17,7 @@ mod m20261201_000006_audit_events;
 mod m20261201_000007_audit_heads;
 mod m20261205_000008_vaults;
 mod m20261205_000009_version_locations;
+mod m20261210_000010_list_indexes;
 
 /// Every migration, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_audit_heads::Migration),
             Box::new(m20261205_000008_vaults::Migration),
             Box::new(m20261205_000009_version_locations::Migration),
+            Box::new(m20261210_000010_list_indexes::Migration),
         ]
     }
 }

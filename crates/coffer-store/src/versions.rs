@@ -197,10 +197,17 @@ async fn find(
     secret_uid: &str,
     version: i64,
 ) -> Result<Option<VersionRecord>> {
+    // `all`, not `one`: `one` adds a LIMIT, and with a LIMIT PostgreSQL may
+    // bet that a sequential scan soon meets one of the many rows it expects
+    // for an old version number of a much-rotated secret (both values are
+    // frequent on their own), reading much of the table instead of one
+    // primary-key entry. The key makes the row unique either way
+    // (tests/query_plans.rs).
     secret_version::Entity::find_by_id((secret_uid.to_owned(), version))
-        .one(conn)
+        .all(conn)
         .await
         .map_err(db_err)?
+        .pop()
         .map(to_record)
         .transpose()
 }

@@ -8,7 +8,7 @@ use coffer_store::{Backend, Store, StoreOptions, store_test};
 
 use crate::fixtures::{secret, tenant, vault};
 
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     "m20261128_000001_secrets",
     "m20261128_000002_secret_labels",
     "m20261128_000003_secret_versions",
@@ -18,6 +18,7 @@ const MIGRATIONS: [&str; 9] = [
     "m20261201_000007_audit_heads",
     "m20261205_000008_vaults",
     "m20261205_000009_version_locations",
+    "m20261210_000010_list_indexes",
 ];
 
 store_test!(
@@ -51,10 +52,10 @@ store_test!(migrates_down_and_up_again, |store| async move {
     let applied: Vec<bool> = status.iter().map(|m| m.applied).collect();
     assert_eq!(
         applied,
-        [true, true, true, true, true, true, true, true, false]
+        [true, true, true, true, true, true, true, true, true, false]
     );
-    // Down one more: the vaults table is gone.
-    store.migrate_down(Some(1)).await.unwrap();
+    // Down two more: the vaults table is gone.
+    store.migrate_down(Some(2)).await.unwrap();
     let err = store.get_vault(&tenant("acme"), "v").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal);
 
@@ -92,8 +93,9 @@ store_test!(migrates_down_and_up_again, |store| async move {
 store_test!(
     version_locations_are_backfilled_from_their_secret,
     |store| async move {
-        // Back to the schema before versions knew their location.
-        store.migrate_down(Some(1)).await.unwrap();
+        // Back to the schema before versions knew their location (undoing
+        // the later list indexes first).
+        store.migrate_down(Some(2)).await.unwrap();
         let mut external = secret("acme", "ext");
         external.provider = "aws_secrets_manager".to_owned();
         external.vault = "tenants/acme/vaults/prod".to_owned();
