@@ -63,6 +63,12 @@ enum Command {
     Migrate(migrate::MigrateCommand),
 }
 
+/// mimalloc instead of the system allocator: the resolve path allocates
+/// many small, short-lived buffers across threads, where glibc malloc spent
+/// about a fifth of the server's CPU (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -22,7 +22,10 @@ use crate::observe::metrics::{AUDIT_BATCH_SIZE, AUDIT_FLUSH_DURATION};
 pub struct AuditWriterOptions {
     /// Events per transaction at most.
     pub max_batch: usize,
-    /// How long the first event of a batch waits for company.
+    /// How long the first event of a batch waits for company. Zero (the
+    /// default) commits as soon as the writer is free: events that arrive
+    /// while a batch commits form the next one, so batches grow with load
+    /// and a lone resolve does not wait for company that is not coming.
     pub max_delay: Duration,
     /// Pending events before callers wait for room.
     pub queue: usize,
@@ -32,7 +35,7 @@ impl Default for AuditWriterOptions {
     fn default() -> Self {
         AuditWriterOptions {
             max_batch: 512,
-            max_delay: Duration::from_millis(2),
+            max_delay: Duration::ZERO,
             queue: 8192,
         }
     }

@@ -339,8 +339,8 @@ pub(crate) const KEYS: &[Key] = &[
         section: "audit",
         name: "max_delay_us",
         kind: U64,
-        shown: Shown::Default("2000"),
-        doc: "How long a batch's first event waits for company, in microseconds\n(0 to 1000000): longer makes bigger batches and slower resolves.",
+        shown: Shown::Default("0"),
+        doc: "How long a batch's first event waits for company, in microseconds\n(0 to 1000000). 0 commits as soon as the writer is free; events arriving during\na commit form the next batch, so batches grow with load anyway.",
     },
     Key {
         section: "audit",
