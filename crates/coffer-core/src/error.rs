@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 /// What kind of failure this is, from the caller's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +86,12 @@ pub enum Reason {
     WatchTokenExpired,
     /// The server is shutting down; retry (on another replica) with backoff.
     ShuttingDown,
+    /// The calling principal is over its request rate limit; retry after
+    /// the delay in `google.rpc.RetryInfo`.
+    RateLimited,
+    /// Too many calls are waiting on the vault's provider; retry after the
+    /// delay in `google.rpc.RetryInfo`.
+    ProviderBusy,
     Internal,
 }
 
@@ -128,6 +135,8 @@ impl Reason {
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::WatchTokenExpired => "WATCH_TOKEN_EXPIRED",
             Reason::ShuttingDown => "SHUTTING_DOWN",
+            Reason::RateLimited => "RATE_LIMITED",
+            Reason::ProviderBusy => "PROVIDER_BUSY",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -150,6 +159,8 @@ pub struct Error {
     message: String,
     violations: Vec<FieldViolation>,
     metadata: BTreeMap<String, String>,
+    /// When retrying may succeed (`google.rpc.RetryInfo` and `retry-after`).
+    retry_delay: Option<Duration>,
     /// For server logs only: never sent to a client.
     internal: Option<String>,
 }
@@ -166,8 +177,20 @@ impl Error {
             message: message.into(),
             violations: Vec::new(),
             metadata: BTreeMap::new(),
+            retry_delay: None,
             internal: None,
         }
+    }
+
+    /// The calling principal is over its request rate; a token is available
+    /// again after `retry_delay`.
+    pub fn rate_limited(retry_delay: Duration) -> Self {
+        Error::new(
+            ErrorCode::ResourceExhausted,
+            Reason::RateLimited,
+            "too many requests from this principal; retry after the delay in RetryInfo",
+        )
+        .with_retry_delay(retry_delay)
     }
 
     /// One invalid field.
@@ -248,6 +271,13 @@ impl Error {
         self
     }
 
+    /// Says when retrying may succeed (sent as `google.rpc.RetryInfo` and a
+    /// `retry-after` header).
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = Some(delay);
+        self
+    }
+
     /// Attaches a cause for the server log.
     pub fn with_internal(mut self, cause: impl fmt::Display) -> Self {
         self.internal = Some(cause.to_string());
@@ -275,6 +305,11 @@ impl Error {
         &self.metadata
     }
 
+    /// When retrying may succeed, if the error says.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.retry_delay
+    }
+
     /// The cause for server logs, if any.
     pub fn internal_cause(&self) -> Option<&str> {
         self.internal.as_deref()
@@ -288,6 +323,7 @@ impl fmt::Debug for Error {
             .field("reason", &self.reason)
             .field("message", &self.message)
             .field("violations", &self.violations)
+            .field("retry_delay", &self.retry_delay)
             .field("internal", &self.internal)
             .finish()
     }
@@ -333,5 +369,14 @@ mod tests {
             err.message(),
             "invalid request: a: is required; b: is too long"
         );
+    }
+
+    #[test]
+    fn rate_limited_carries_its_retry_delay() {
+        let err = Error::rate_limited(Duration::from_millis(250));
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
+        assert_eq!(err.reason().as_str(), "RATE_LIMITED");
+        assert_eq!(err.retry_delay(), Some(Duration::from_millis(250)));
+        assert_eq!(Error::internal("x").retry_delay(), None);
     }
 }

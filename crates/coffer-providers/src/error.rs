@@ -14,9 +14,11 @@
 //! | Unavailable | UNAVAILABLE | PROVIDER_UNAVAILABLE | transient; retry with backoff |
 //! | Provider | INTERNAL | PROVIDER_ERROR | unexpected (e.g. undecryptable stored material); details only in the log |
 //! | Unsupported | UNIMPLEMENTED | NOT_IMPLEMENTED | the vault's provider does not offer this operation |
+//! | Busy | RESOURCE_EXHAUSTED | PROVIDER_BUSY | Coffer's own bound on concurrent calls to the vault is reached (not the remote's quota); `google.rpc.RetryInfo` says when to retry |
 //! | Guardrail | FAILED_PRECONDITION | PROVIDER_GUARDRAIL | a namespace guardrail refused the reference (an external ref inside Coffer's managed namespace, or a managed ref that drifted outside it) |
 
 use std::fmt;
+use std::time::Duration;
 
 use coffer_core::{Error, ErrorCode, Reason};
 
@@ -32,6 +34,8 @@ pub enum ProviderErrorKind {
     Provider,
     Unsupported,
     Guardrail,
+    /// Coffer's bound on concurrent calls to this vault is reached.
+    Busy,
 }
 
 impl ProviderErrorKind {
@@ -47,6 +51,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Provider => "provider_error",
             ProviderErrorKind::Unsupported => "unsupported",
             ProviderErrorKind::Guardrail => "guardrail",
+            ProviderErrorKind::Busy => "busy",
         }
     }
 
@@ -70,6 +75,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Guardrail => {
                 (ErrorCode::FailedPrecondition, Reason::ProviderGuardrail)
             }
+            ProviderErrorKind::Busy => (ErrorCode::ResourceExhausted, Reason::ProviderBusy),
         }
     }
 
@@ -80,6 +86,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Throttled
                 | ProviderErrorKind::Unavailable
                 | ProviderErrorKind::Conflict
+                | ProviderErrorKind::Busy
         )
     }
 }
@@ -99,6 +106,8 @@ pub struct ProviderError {
     pub kind: ProviderErrorKind,
     pub message: String,
     pub cause: Option<String>,
+    /// When retrying may succeed, if known (sent as `google.rpc.RetryInfo`).
+    pub retry_after: Option<Duration>,
 }
 
 impl ProviderError {
@@ -107,6 +116,7 @@ impl ProviderError {
             kind,
             message: message.into(),
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -114,6 +124,21 @@ impl ProviderError {
     pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
         self
+    }
+
+    /// Says when retrying may succeed.
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// Too many calls to the vault are under way; retry after `retry_after`.
+    pub fn busy(retry_after: Duration) -> Self {
+        Self::new(
+            ProviderErrorKind::Busy,
+            "too many calls to this vault are under way; retry after the delay in RetryInfo",
+        )
+        .with_retry_after(retry_after)
     }
 
     pub fn access_denied(message: impl Into<String>) -> Self {
@@ -162,8 +187,11 @@ impl ProviderError {
 impl From<ProviderError> for Error {
     fn from(err: ProviderError) -> Self {
         let (code, reason) = err.kind.code_and_reason();
-        let mapped = Error::new(code, reason, err.message)
+        let mut mapped = Error::new(code, reason, err.message)
             .with_metadata("provider_error", err.kind.as_str());
+        if let Some(delay) = err.retry_after {
+            mapped = mapped.with_retry_delay(delay);
+        }
         match err.cause {
             Some(cause) => mapped.with_internal(cause),
             None => mapped,
@@ -209,6 +237,7 @@ mod tests {
             ProviderErrorKind::Provider,
             ProviderErrorKind::Unsupported,
             ProviderErrorKind::Guardrail,
+            ProviderErrorKind::Busy,
         ];
         let expected = [
             (ErrorCode::PermissionDenied, Reason::ProviderAccessDenied),
@@ -220,6 +249,7 @@ mod tests {
             (ErrorCode::Internal, Reason::ProviderError),
             (ErrorCode::Unimplemented, Reason::NotImplemented),
             (ErrorCode::FailedPrecondition, Reason::ProviderGuardrail),
+            (ErrorCode::ResourceExhausted, Reason::ProviderBusy),
         ];
         for (kind, (code, reason)) in kinds.into_iter().zip(expected) {
             let core: Error = ProviderError::new(kind, "msg").into();
@@ -227,5 +257,14 @@ mod tests {
             assert_eq!(core.metadata()["provider_error"], kind.as_str());
             assert_eq!(core.internal_cause(), None);
         }
+    }
+
+    #[test]
+    fn busy_keeps_its_retry_delay() {
+        let core: Error = ProviderError::busy(Duration::from_millis(100)).into();
+        assert_eq!(core.code(), ErrorCode::ResourceExhausted);
+        assert_eq!(core.reason(), Reason::ProviderBusy);
+        assert_eq!(core.retry_delay(), Some(Duration::from_millis(100)));
+        assert!(ProviderErrorKind::Busy.is_retryable());
     }
 }

@@ -10,12 +10,22 @@
 //!
 //! Labels are static strings, so recording allocates nothing and costs an
 //! atomic load when no metrics recorder is installed.
+//!
+//! It also bounds how many calls run against one vault at once (the
+//! [`crate::registry::ProviderLimits`] gate, one semaphore per vault shared by
+//! every client revision of it): a call that cannot start within the queue
+//! timeout fails with [`crate::ProviderErrorKind::Busy`] (RESOURCE_EXHAUSTED,
+//! PROVIDER_BUSY, with a retry delay) instead of piling up behind a slow
+//! remote while its request holds server resources. Health checks are not
+//! gated: a busy vault is not an unhealthy one, and a check must not store
+//! that it is.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::error::ProviderError;
@@ -30,7 +40,43 @@ pub const CALL_DURATION: &str = "coffer_provider_call_duration_seconds";
 /// Counter of failed provider calls, by provider, operation and error kind.
 pub const ERRORS: &str = "coffer_provider_errors_total";
 
-/// A vault client that times and traces every call it delegates.
+/// The least retry delay a busy vault suggests: with a zero queue timeout a
+/// zero delay would invite an immediate retry storm.
+const MIN_BUSY_RETRY: Duration = Duration::from_millis(100);
+
+/// The bound on concurrent calls to one vault.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    permits: Arc<Semaphore>,
+    /// How long a call may wait for a permit.
+    queue_timeout: Duration,
+}
+
+impl Gate {
+    pub(crate) fn new(permits: Arc<Semaphore>, queue_timeout: Duration) -> Self {
+        Gate {
+            permits,
+            queue_timeout,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn permits_for_test(&self) -> Arc<Semaphore> {
+        self.permits.clone()
+    }
+
+    async fn enter(&self) -> Result<OwnedSemaphorePermit, ProviderError> {
+        let busy = || ProviderError::busy(self.queue_timeout.max(MIN_BUSY_RETRY));
+        match tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // Closed never happens (nothing closes it); treat it as busy.
+            Ok(Err(_)) | Err(_) => Err(busy()),
+        }
+    }
+}
+
+/// A vault client that times and traces every call it delegates, and holds
+/// each call to its vault's concurrency bound.
 #[derive(Debug)]
 pub struct Instrumented {
     inner: Arc<dyn SecretProvider>,
@@ -38,17 +84,53 @@ pub struct Instrumented {
     /// The vault's uid (empty for the built-in store); in spans only, as a
     /// metric label it would grow with the number of vaults.
     vault: Arc<str>,
+    /// `None`: calls are not bounded.
+    gate: Option<Gate>,
 }
 
 impl Instrumented {
-    /// Wraps `inner`, the client of the vault `vault_key`.
+    /// Wraps `inner`, the client of the vault `vault_key`, without a bound
+    /// on concurrent calls.
     pub fn wrap(inner: Arc<dyn SecretProvider>, vault_key: &str) -> Arc<dyn SecretProvider> {
+        Self::wrap_gated(inner, vault_key, None)
+    }
+
+    pub(crate) fn wrap_gated(
+        inner: Arc<dyn SecretProvider>,
+        vault_key: &str,
+        gate: Option<Gate>,
+    ) -> Arc<dyn SecretProvider> {
         let provider = inner.descriptor().id;
         Arc::new(Instrumented {
             inner,
             provider,
             vault: Arc::from(vault_key),
+            gate,
         })
+    }
+
+    /// Waits (at most the queue timeout) for the vault's permit; a busy
+    /// vault is counted as an error of kind `busy`.
+    async fn enter(
+        &self,
+        operation: &'static str,
+    ) -> Result<Option<OwnedSemaphorePermit>, ProviderError> {
+        let Some(gate) = &self.gate else {
+            return Ok(None);
+        };
+        match gate.enter().await {
+            Ok(permit) => Ok(Some(permit)),
+            Err(err) => {
+                tracing::warn!(
+                    provider = self.provider,
+                    operation,
+                    vault = &*self.vault,
+                    "provider call refused: the vault's concurrency bound is reached"
+                );
+                self.record_error(operation, err.kind.as_str());
+                Err(err)
+            }
+        }
     }
 
     /// Runs one call in its span and records its latency and, on failure,
@@ -58,6 +140,7 @@ impl Instrumented {
         operation: &'static str,
         call: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
+        let _permit = self.enter(operation).await?;
         let started = Instant::now();
         let result = call.instrument(self.span(operation)).await;
         self.record_duration(operation, started);
@@ -134,6 +217,10 @@ impl SecretProvider for Instrumented {
         items: &[(VersionContext, StoredVersion)],
     ) -> Vec<Result<SecretValue, ProviderError>> {
         let operation = "resolve_many";
+        let _permit = match self.enter(operation).await {
+            Ok(permit) => permit,
+            Err(err) => return items.iter().map(|_| Err(err.clone())).collect(),
+        };
         let started = Instant::now();
         let results = self
             .inner

@@ -3,18 +3,22 @@
 //! duplicate ids are refused. Clients are cached per vault and settings
 //! revision, so an AWS client (its connection pool, its credentials) is
 //! built once per vault change, not per call. Clients come wrapped in
-//! [`Instrumented`], which times and traces every call.
+//! [`Instrumented`], which times and traces every call and holds it to the
+//! vault's concurrency bound ([`ProviderLimits`]; one semaphore per vault,
+//! kept across client revisions so a settings change cannot reset it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use coffer_crypto::Keyring;
+use tokio::sync::Semaphore;
 
 use crate::aws_secrets_manager;
 use crate::config::VaultConfig;
 use crate::error::ProviderError;
-use crate::instrumented::Instrumented;
+use crate::instrumented::{Gate, Instrumented};
 use crate::local_encrypted::{self, LocalEncryptedProvider};
 use crate::provider::{ProviderFactory, SecretProvider};
 use crate::types::ProviderDescriptor;
@@ -31,12 +35,34 @@ pub enum RegistryError {
     DuplicateProvider(&'static str),
 }
 
+/// How many calls may run against one vault (the built-in store counts as
+/// one vault) at once, and how long a call waits for its turn before it
+/// fails with PROVIDER_BUSY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderLimits {
+    /// `None`: unbounded.
+    pub concurrency_per_vault: Option<usize>,
+    pub queue_timeout: Duration,
+}
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        ProviderLimits {
+            concurrency_per_vault: Some(64),
+            queue_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
 /// The configured providers, by id, and the cached vault clients. Cheap to
 /// clone; clones share the cache.
 #[derive(Clone, Default)]
 pub struct ProviderRegistry {
     factories: Arc<BTreeMap<&'static str, Arc<dyn ProviderFactory>>>,
     clients: Arc<Mutex<HashMap<String, CachedClient>>>,
+    limits: ProviderLimits,
+    /// One semaphore per vault key; as many entries as vaults ever called.
+    permits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
 
 struct CachedClient {
@@ -48,6 +74,7 @@ struct CachedClient {
 #[derive(Default)]
 pub struct ProviderRegistryBuilder {
     factories: BTreeMap<&'static str, Arc<dyn ProviderFactory>>,
+    limits: ProviderLimits,
 }
 
 impl ProviderRegistry {
@@ -108,7 +135,11 @@ impl ProviderRegistry {
         })?;
         // Built outside the lock: connecting may wait on the network (AWS
         // credential discovery). Two racing callers both build; one wins.
-        let client = Instrumented::wrap(factory.connect(config).await?, vault_key);
+        let client = Instrumented::wrap_gated(
+            factory.connect(config).await?,
+            vault_key,
+            self.gate(vault_key),
+        );
         self.lock_clients().insert(
             vault_key.to_owned(),
             CachedClient {
@@ -122,6 +153,22 @@ impl ProviderRegistry {
     /// The built-in local store (secrets without a vault).
     pub async fn builtin(&self) -> Result<Arc<dyn SecretProvider>, ProviderError> {
         self.client("", 0, &VaultConfig::LocalEncrypted).await
+    }
+
+    /// The bounds vault clients are built with.
+    pub fn limits(&self) -> ProviderLimits {
+        self.limits
+    }
+
+    /// The vault's concurrency gate, shared by all its client revisions.
+    fn gate(&self, vault_key: &str) -> Option<Gate> {
+        let permits = self.limits.concurrency_per_vault?;
+        let mut map = self.permits.lock().unwrap_or_else(PoisonError::into_inner);
+        let semaphore = map
+            .entry(vault_key.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))))
+            .clone();
+        Some(Gate::new(semaphore, self.limits.queue_timeout))
     }
 
     fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedClient>> {
@@ -141,10 +188,18 @@ impl ProviderRegistryBuilder {
         Ok(self)
     }
 
+    /// Sets the per-vault concurrency bound (default: [`ProviderLimits::default`]).
+    pub fn limits(mut self, limits: ProviderLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn build(self) -> ProviderRegistry {
         ProviderRegistry {
             factories: Arc::new(self.factories),
             clients: Arc::default(),
+            limits: self.limits,
+            permits: Arc::default(),
         }
     }
 }
@@ -229,6 +284,64 @@ mod tests {
         assert!(!Arc::ptr_eq(&a1, &a2), "a new revision builds a new client");
         let builtin = registry.builtin().await.unwrap();
         assert_eq!(builtin.descriptor().id, "local_encrypted");
+    }
+
+    /// A vault's bound holds across client revisions and does not touch
+    /// other vaults; a call that cannot get a permit in time is BUSY.
+    #[tokio::test]
+    async fn concurrent_calls_per_vault_are_bounded() {
+        use crate::types::VersionContext;
+        let registry = ProviderRegistry::builder()
+            .register(local())
+            .unwrap()
+            .limits(ProviderLimits {
+                concurrency_per_vault: Some(1),
+                queue_timeout: Duration::from_millis(20),
+            })
+            .build();
+        let ctx = VersionContext::new("acme", "db", 1);
+        let v1 = registry
+            .client("vault-a", 1, &VaultConfig::LocalEncrypted)
+            .await
+            .unwrap();
+        let stored = v1.put_value(&ctx, b"hunter2").await.unwrap();
+        // Hold vault-a's only permit as a running call would.
+        let held = registry
+            .gate("vault-a")
+            .unwrap()
+            .permits_for_test()
+            .acquire_owned()
+            .await
+            .unwrap();
+        let v2 = registry
+            .client("vault-a", 2, &VaultConfig::LocalEncrypted)
+            .await
+            .unwrap();
+        for client in [&v1, &v2] {
+            let err = client.resolve(&ctx, &stored).await.unwrap_err();
+            assert_eq!(err.kind, crate::ProviderErrorKind::Busy);
+            assert_eq!(err.retry_after, Some(Duration::from_millis(100)));
+            let many = client.resolve_many(&[(ctx.clone(), stored.clone())]).await;
+            assert_eq!(
+                many[0].as_ref().unwrap_err().kind,
+                crate::ProviderErrorKind::Busy
+            );
+        }
+        // Health checks are not gated.
+        assert!(v1.health_check().await.ok);
+        // Another vault has its own permits.
+        let other = registry
+            .client("vault-b", 1, &VaultConfig::LocalEncrypted)
+            .await
+            .unwrap();
+        other.put_value(&ctx, b"x").await.unwrap();
+        drop(held);
+        let value = v2.resolve(&ctx, &stored).await.unwrap();
+        assert_eq!(value.expose(), b"hunter2");
+        assert_eq!(
+            ProviderRegistry::for_test().limits(),
+            ProviderLimits::default()
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod grpc;
 pub mod health;
+pub mod limits;
 pub mod observe;
 mod serve;
 pub mod telemetry;
@@ -15,5 +16,6 @@ pub mod tls;
 pub use app::Coffer;
 pub use grpc::auth::Authenticator;
 pub use grpc::authz::{SharedPolicy, load_policy_file, parse_policy};
+pub use limits::{Rate, RateLimits};
 pub use serve::{Mtls, MtlsError, MtlsFiles, ReloadSummary, ServeError, ServeOptions, serve};
 pub use tls::{ReloadableTls, TlsError, TlsFiles};

@@ -3,7 +3,9 @@
 //! bounded message sizes, plus the background tasks (health watcher, reaper)
 //! and, when given a listener, the Prometheus `/metrics` endpoint. Every call
 //! passes the per-RPC layer of [`crate::observe`] (span, request id, log
-//! line, metrics). The transport is plaintext (dev mode only) or mutual TLS
+//! line, metrics). SecretsService and VaultService calls are then
+//! authenticated and held to the caller's request rate ([`crate::limits`])
+//! before their handler runs; health and reflection are not. The transport is plaintext (dev mode only) or mutual TLS
 //! ([`Mtls`]: the TLS configuration and the role policy, reloadable together).
 //!
 //! Shutdown, when the caller's future resolves: health NOT_SERVING for every
@@ -32,6 +34,7 @@ use crate::grpc::auth::Authenticator;
 use crate::grpc::authz::{Authorizer, PolicyFileError, SharedPolicy, load_policy_file};
 use crate::grpc::{SecretsApi, VaultsApi};
 use crate::health;
+use crate::limits::{RateLimited, RateLimiter, RateLimits};
 use crate::observe::metrics::{self, MethodLabels, MetricsError};
 use crate::observe::{InFlight, RpcLayer};
 use crate::tls::{ReloadableTls, TlsError, TlsFiles, incoming};
@@ -72,6 +75,8 @@ pub struct ServeOptions {
     /// container HEALTHCHECK). It reports the same status as the API port and
     /// keeps answering (NOT_SERVING) while the server drains.
     pub health_listener: Option<TcpListener>,
+    /// Per-principal request rates; the default limits nobody.
+    pub rate_limits: RateLimits,
 }
 
 impl ServeOptions {
@@ -89,6 +94,7 @@ impl ServeOptions {
             shutdown_grace: Duration::from_secs(20),
             metrics_listener: None,
             health_listener: None,
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -269,30 +275,41 @@ pub async fn serve(
         )
     });
 
-    // Size limits live on the generated servers; the interceptor wraps them.
+    // Size limits live on the generated servers; the rate limiter wraps
+    // them inside the authenticating interceptor, so it sees the principal.
+    let limiter = RateLimiter::new(options.rate_limits);
+    let methods = served_methods();
     let secrets = InterceptedService::new(
-        SecretsServiceServer::new(SecretsApi::new(
-            coffer.clone(),
-            Authorizer::new(options.policy.clone()).with_audit(coffer.audit_writer()),
-        ))
-        .max_decoding_message_size(options.max_decoding_message_size)
-        .max_encoding_message_size(options.max_encoding_message_size),
+        RateLimited::new(
+            SecretsServiceServer::new(SecretsApi::new(
+                coffer.clone(),
+                Authorizer::new(options.policy.clone()).with_audit(coffer.audit_writer()),
+            ))
+            .max_decoding_message_size(options.max_decoding_message_size)
+            .max_encoding_message_size(options.max_encoding_message_size),
+            limiter.clone(),
+            methods.clone(),
+        ),
         options.authenticator.clone(),
     );
     let vaults = InterceptedService::new(
-        VaultServiceServer::new(VaultsApi::new(
-            coffer.clone(),
-            Authorizer::new(options.policy.clone()).with_audit(coffer.audit_writer()),
-        ))
-        .max_decoding_message_size(options.max_decoding_message_size)
-        .max_encoding_message_size(options.max_encoding_message_size),
+        RateLimited::new(
+            VaultServiceServer::new(VaultsApi::new(
+                coffer.clone(),
+                Authorizer::new(options.policy.clone()).with_audit(coffer.audit_writer()),
+            ))
+            .max_decoding_message_size(options.max_decoding_message_size)
+            .max_encoding_message_size(options.max_encoding_message_size),
+            limiter,
+            methods.clone(),
+        ),
         options.authenticator.clone(),
     );
 
     let (drain, draining) = tokio::sync::oneshot::channel::<()>();
     let router = Server::builder()
         .timeout(options.request_timeout)
-        .layer(RpcLayer::new(served_methods(), in_flight.clone()))
+        .layer(RpcLayer::new(methods, in_flight.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use coffer_providers::registry::ProviderLimits;
 use coffer_server::app::{AuditWriterOptions, MetadataCacheOptions, ValueCacheOptions};
+use coffer_server::{Rate, RateLimits};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -48,6 +50,7 @@ pub(crate) struct Config {
     pub(crate) metrics: MetricsSection,
     pub(crate) cache: CacheSection,
     pub(crate) audit: AuditSection,
+    pub(crate) limits: LimitsSection,
     pub(crate) providers: ProvidersSection,
 }
 
@@ -246,6 +249,122 @@ impl AuditSection {
             max_batch: self.max_batch,
             max_delay: Duration::from_micros(self.max_delay_us),
             queue: self.queue,
+        }
+    }
+}
+
+/// `[limits]`: per-principal request rates and the bound on concurrent
+/// provider calls per vault (docs/SECURITY.md "Rate limits").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsSection {
+    /// Every principal's sustained rate; `None`: no default limit.
+    pub(crate) requests_per_second: Option<f64>,
+    /// `None`: the rate rounded up.
+    pub(crate) burst: Option<u32>,
+    /// Per-principal rates that replace the default (see [`RateOverrides`]).
+    pub(crate) principal_overrides_file: Option<PathBuf>,
+    pub(crate) provider_concurrency_per_vault: u32,
+    pub(crate) provider_queue_timeout_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let providers = ProviderLimits::default();
+        LimitsSection {
+            requests_per_second: None,
+            burst: None,
+            principal_overrides_file: None,
+            provider_concurrency_per_vault: providers
+                .concurrency_per_vault
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(u32::MAX),
+            provider_queue_timeout_ms: u64::try_from(providers.queue_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The principal overrides file: `[[principal]]` tables of `id`,
+/// `requests_per_second` and optional `burst`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateOverrides {
+    #[serde(default)]
+    principal: Vec<RateOverride>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateOverride {
+    id: String,
+    requests_per_second: f64,
+    burst: Option<u32>,
+}
+
+/// A burst left unset: the rate rounded up, at least 1.
+fn default_burst(per_second: f64) -> u32 {
+    let ceil = per_second.ceil();
+    if ceil >= f64::from(u32::MAX) {
+        u32::MAX
+    } else if ceil >= 1.0 {
+        ceil as u32
+    } else {
+        1
+    }
+}
+
+impl LimitsSection {
+    /// The rate limits: the default rate, and the overrides file read now.
+    pub(crate) fn rate_limits(&self) -> anyhow::Result<RateLimits> {
+        let rate = |per_second: f64, burst: Option<u32>| {
+            Rate::new(
+                per_second,
+                burst.unwrap_or_else(|| default_burst(per_second)),
+            )
+        };
+        let default = match self.requests_per_second {
+            Some(per_second) => Some(rate(per_second, self.burst).ok_or_else(|| {
+                anyhow::anyhow!("limits.requests_per_second and limits.burst must be positive")
+            })?),
+            None => None,
+        };
+        let mut principals = std::collections::HashMap::new();
+        if let Some(path) = &self.principal_overrides_file {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("reading limits.principal_overrides_file {}", path.display())
+            })?;
+            let file: RateOverrides = toml::from_str(&text).with_context(|| {
+                format!("parsing limits.principal_overrides_file {}", path.display())
+            })?;
+            for entry in file.principal {
+                let parsed = rate(entry.requests_per_second, entry.burst).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: the rate of principal {:?} must be positive, with a burst of at least 1",
+                        path.display(),
+                        entry.id
+                    )
+                })?;
+                if principals.insert(entry.id.clone(), parsed).is_some() {
+                    anyhow::bail!(
+                        "{}: principal {:?} is listed twice",
+                        path.display(),
+                        entry.id
+                    );
+                }
+            }
+        }
+        Ok(RateLimits {
+            default,
+            principals,
+            ..RateLimits::default()
+        })
+    }
+
+    pub(crate) fn provider_limits(&self) -> ProviderLimits {
+        ProviderLimits {
+            concurrency_per_vault: usize::try_from(self.provider_concurrency_per_vault).ok(),
+            queue_timeout: Duration::from_millis(self.provider_queue_timeout_ms),
         }
     }
 }

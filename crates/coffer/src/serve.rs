@@ -15,6 +15,7 @@ use coffer_crypto::Keyring;
 use coffer_providers::ProviderRegistry;
 use coffer_providers::aws_secrets_manager::{AwsProviderOptions, AwsSecretsManagerFactory};
 use coffer_providers::local_encrypted::LocalEncryptedProvider;
+use coffer_providers::registry::ProviderLimits;
 use coffer_server::app::CofferOptions;
 use coffer_server::telemetry::{self, TelemetrySettings};
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
@@ -116,8 +117,13 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Plan> {
 
 /// The providers this deployment offers: the built-in store always, AWS
 /// Secrets Manager unless `[providers.aws_secrets_manager] enabled = false`.
-fn registry(keyring: &Arc<Keyring>, config: &ProvidersSection) -> anyhow::Result<ProviderRegistry> {
+fn registry(
+    keyring: &Arc<Keyring>,
+    config: &ProvidersSection,
+    limits: ProviderLimits,
+) -> anyhow::Result<ProviderRegistry> {
     let mut builder = ProviderRegistry::builder()
+        .limits(limits)
         .register(Arc::new(LocalEncryptedProvider::new(keyring.clone())))?;
     let aws = &config.aws_secrets_manager;
     if aws.enabled {
@@ -176,7 +182,9 @@ async fn serve(args: &ServeArgs, plan: Plan) -> anyhow::Result<()> {
             )
         })?;
     }
-    let providers = registry(&keyring, &config.providers)?;
+    // Read before anything is served: a bad overrides file fails the start.
+    let rate_limits = config.limits.rate_limits()?;
+    let providers = registry(&keyring, &config.providers, config.limits.provider_limits())?;
     let coffer = Coffer::configured(
         store,
         providers,
@@ -222,6 +230,7 @@ async fn serve(args: &ServeArgs, plan: Plan) -> anyhow::Result<()> {
     options.max_encoding_message_size = config.server.max_response_bytes;
     options.request_timeout = Duration::from_secs(config.server.request_timeout_secs);
     options.shutdown_grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    options.rate_limits = rate_limits;
     if let Some(addr) = config.metrics.listen {
         let listener = TcpListener::bind(addr)
             .await

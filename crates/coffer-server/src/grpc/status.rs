@@ -1,7 +1,11 @@
 //! The one mapping from [`coffer_core::Error`] to a gRPC status: the code from
 //! an exhaustive match, `google.rpc.ErrorInfo` (domain `coffer`) and
-//! `google.rpc.BadRequest` in the details. Internal causes are logged here and
-//! never sent.
+//! `google.rpc.BadRequest` in the details, and for errors that say when to
+//! retry (rate limits, a busy provider) `google.rpc.RetryInfo` plus a
+//! `retry-after` header in whole seconds, rounded up. Internal causes are
+//! logged here and never sent.
+
+use std::time::Duration;
 
 use coffer_core::{Error, ErrorCode};
 use coffer_proto::google::rpc::Status as RpcStatus;
@@ -11,6 +15,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 /// The `google.rpc.ErrorInfo` domain of every Coffer error.
 pub const ERROR_DOMAIN: &str = "coffer";
+
+/// The response header that repeats `RetryInfo` in whole seconds (rounded
+/// up), for clients and proxies that do not decode status details.
+pub const RETRY_AFTER_HEADER: &str = "retry-after";
 
 /// The gRPC code of an error code; one arm per code, no catch-all.
 pub fn grpc_code(code: ErrorCode) -> Code {
@@ -57,7 +65,27 @@ pub fn to_status(err: &Error) -> Status {
                 .collect::<Vec<_>>(),
         );
     }
-    Status::with_error_details(grpc_code(err.code()), err.message(), details)
+    if let Some(delay) = err.retry_delay() {
+        details.set_retry_info(Some(delay));
+    }
+    let mut status = Status::with_error_details(grpc_code(err.code()), err.message(), details);
+    if let Some(delay) = err.retry_delay() {
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_HEADER, retry_after_seconds(delay).into());
+    }
+    status
+}
+
+/// A delay as `retry-after` seconds: rounded up, so a client that waits that
+/// long never comes back early.
+pub fn retry_after_seconds(delay: Duration) -> u64 {
+    let whole = delay.as_secs();
+    if delay.subsec_nanos() > 0 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    }
 }
 
 /// The same error as a `google.rpc.Status` message, for per-item results.
@@ -112,6 +140,37 @@ mod tests {
         assert_eq!(info.domain, "coffer");
         let bad = details.bad_request().expect("bad request");
         assert_eq!(bad.field_violations[0].field, "secret_id");
+    }
+
+    #[test]
+    fn a_retry_delay_becomes_retry_info_and_retry_after() {
+        let status = to_status(&Error::rate_limited(Duration::from_millis(1_200)));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().expect("error info").reason,
+            "RATE_LIMITED"
+        );
+        let retry = details.retry_info().expect("retry info");
+        assert_eq!(retry.retry_delay, Some(Duration::from_millis(1_200)));
+        assert_eq!(
+            status
+                .metadata()
+                .get(RETRY_AFTER_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        let plain = to_status(&Error::internal("x"));
+        assert!(plain.get_error_details().retry_info().is_none());
+        assert!(plain.metadata().get(RETRY_AFTER_HEADER).is_none());
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 0);
+        assert_eq!(retry_after_seconds(Duration::from_nanos(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_seconds(Duration::from_millis(3_001)), 4);
     }
 
     #[test]

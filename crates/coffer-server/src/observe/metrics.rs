@@ -24,6 +24,7 @@
 //! | `coffer_db_pool_connections` | gauge | pool, state (idle, in_use) |
 //! | `coffer_db_pool_max_connections` | gauge | pool |
 //! | `coffer_build_info` | gauge (1) | version |
+//! | `coffer_rate_limited_total` | counter | method |
 //!
 //! `method` is the gRPC path (`/coffer.v1.SecretsService/ResolveSecret`) for
 //! the methods this server serves and `unknown` for anything else, so a
@@ -72,6 +73,7 @@ pub const AUDIT_FLUSH_DURATION: &str = "coffer_audit_flush_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
 pub const DB_POOL_MAX_CONNECTIONS: &str = "coffer_db_pool_max_connections";
 pub const BUILD_INFO: &str = "coffer_build_info";
+pub const RATE_LIMITED: &str = "coffer_rate_limited_total";
 
 /// Latency buckets (seconds): sub-millisecond cache hits up to the 30 s
 /// request timeout.
@@ -217,6 +219,11 @@ fn describe() {
         "the most connections each database pool opens"
     );
     metrics::describe_gauge!(BUILD_INFO, "always 1; the version label names the build");
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        Unit::Count,
+        "calls refused because their principal was over its request rate, by method"
+    );
 }
 
 /// Counts one resolve by its audited outcome.

@@ -139,6 +139,11 @@ pub(crate) const SECTIONS: &[Section] = &[
         optional: false,
     },
     Section {
+        name: "limits",
+        doc: "Per-principal request rates (token buckets; off unless set) and the bound on\nconcurrent provider calls per vault; see docs/SECURITY.md \"Rate limits\".",
+        optional: false,
+    },
+    Section {
         name: "providers.aws_secrets_manager",
         doc: "AWS Secrets Manager. Credentials never go here: the server uses the AWS\ndefault credential chain. Region and endpoint are per vault.",
         optional: false,
@@ -348,6 +353,41 @@ pub(crate) const KEYS: &[Key] = &[
         kind: U64,
         shown: Shown::Default("8192"),
         doc: "Events queued before resolves wait for room (1 to 1000000).",
+    },
+    Key {
+        section: "limits",
+        name: "requests_per_second",
+        kind: Kind::Float,
+        shown: Shown::Unset("50.0"),
+        doc: "Calls per second each principal may make, sustained (0.001 to 1000000);\nhealth checks never count. Unset: no default limit.",
+    },
+    Key {
+        section: "limits",
+        name: "burst",
+        kind: U32,
+        shown: Shown::Unset("100"),
+        doc: "Calls a principal may make at once after a pause (1 to 1000000). Unset: the\nrate rounded up. Needs requests_per_second.",
+    },
+    Key {
+        section: "limits",
+        name: "principal_overrides_file",
+        kind: Kind::Path,
+        shown: Shown::Unset("\"limits.toml\""),
+        doc: "A TOML file of [[principal]] id, requests_per_second, burst (optional): the\nrate of each listed principal, replacing the default. Read at start.",
+    },
+    Key {
+        section: "limits",
+        name: "provider_concurrency_per_vault",
+        kind: U32,
+        shown: Shown::Default("64"),
+        doc: "Provider calls under way at once per vault, the built-in store counting as\none (1 to 100000).",
+    },
+    Key {
+        section: "limits",
+        name: "provider_queue_timeout_ms",
+        kind: U64,
+        shown: Shown::Default("100"),
+        doc: "How long a provider call waits for its turn before failing with\nPROVIDER_BUSY, in milliseconds (0 to 60000).",
     },
     Key {
         section: "providers.aws_secrets_manager",

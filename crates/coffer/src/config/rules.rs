@@ -6,7 +6,7 @@
 use secrecy::ExposeSecret;
 
 use super::keys;
-use super::{AwsSection, Config, KeysSection, LogSection, TelemetrySection};
+use super::{AwsSection, Config, KeysSection, LimitsSection, LogSection, TelemetrySection};
 
 /// A rule broken by the merged values, with the keys involved.
 pub(super) struct Problem {
@@ -81,6 +81,7 @@ impl Config {
         out.extend(self.log.problems());
         out.extend(self.telemetry.problems());
         out.extend(self.cache_and_audit_problems());
+        out.extend(self.limits.problems());
         out.extend(self.providers.aws_secrets_manager.problems());
         out
     }
@@ -162,6 +163,42 @@ impl Config {
             0..=1_000_000,
         );
         in_range(&mut out, "audit.queue", wide(audit.queue), 1..=1_000_000);
+        out
+    }
+}
+
+impl LimitsSection {
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if let Some(rate) = self.requests_per_second
+            && !(0.001..=1_000_000.0).contains(&rate)
+        {
+            out.push(problem(
+                "limits.requests_per_second",
+                format!("limits.requests_per_second must be 0.001 to 1000000, not {rate}"),
+            ));
+        }
+        if let Some(burst) = self.burst {
+            in_range(&mut out, "limits.burst", u64::from(burst), 1..=1_000_000);
+            if self.requests_per_second.is_none() {
+                out.push(Problem {
+                    keys: vec!["limits.burst", "limits.requests_per_second"],
+                    message: "limits.burst needs limits.requests_per_second".to_owned(),
+                });
+            }
+        }
+        in_range(
+            &mut out,
+            "limits.provider_concurrency_per_vault",
+            u64::from(self.provider_concurrency_per_vault),
+            1..=100_000,
+        );
+        in_range(
+            &mut out,
+            "limits.provider_queue_timeout_ms",
+            self.provider_queue_timeout_ms,
+            0..=60_000,
+        );
         out
     }
 }

@@ -588,3 +588,111 @@ fn the_example_means_the_defaults_and_shows_every_key() {
     assert!(config.telemetry.otlp_endpoint.is_some());
     assert!(config.metrics.listen.is_some() && config.server.health_listen.is_some());
 }
+
+#[test]
+fn limits_are_off_by_default_and_bound_providers() {
+    let config = load("", &[]).unwrap();
+    let limits = config.limits.rate_limits().unwrap();
+    assert!(!limits.is_enabled());
+    let providers = config.limits.provider_limits();
+    assert_eq!(providers.concurrency_per_vault, Some(64));
+    assert_eq!(providers.queue_timeout, Duration::from_millis(100));
+}
+
+#[test]
+fn limits_come_from_file_env_and_the_overrides_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = dir.path().join("limits.toml");
+    std::fs::write(
+        &overrides,
+        r#"
+[[principal]]
+id = "spiffe://corp/batch"
+requests_per_second = 500.0
+burst = 1000
+
+[[principal]]
+id = "spiffe://corp/slow"
+requests_per_second = 0.5
+"#,
+    )
+    .unwrap();
+    let text = format!(
+        "[limits]\nrequests_per_second = 2.5\nprincipal_overrides_file = {:?}\nprovider_queue_timeout_ms = 250",
+        overrides.display().to_string()
+    );
+    let config = load(
+        &text,
+        &[("COFFER_LIMITS__PROVIDER_CONCURRENCY_PER_VAULT", "8")],
+    )
+    .unwrap();
+    let limits = config.limits.rate_limits().unwrap();
+    // An unset burst is the rate rounded up (at least 1).
+    let default = limits.default.unwrap();
+    assert_eq!((default.per_second(), default.burst()), (2.5, 3));
+    let batch = limits.rate_for("spiffe://corp/batch").unwrap();
+    assert_eq!((batch.per_second(), batch.burst()), (500.0, 1000));
+    let slow = limits.rate_for("spiffe://corp/slow").unwrap();
+    assert_eq!((slow.per_second(), slow.burst()), (0.5, 1));
+    assert_eq!(limits.rate_for("anyone-else"), Some(default));
+    let providers = config.limits.provider_limits();
+    assert_eq!(providers.concurrency_per_vault, Some(8));
+    assert_eq!(providers.queue_timeout, Duration::from_millis(250));
+
+    // A bad overrides file fails the start, naming the file.
+    std::fs::write(
+        &overrides,
+        "[[principal]]\nid = \"a\"\nrequests_per_second = 0.0\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", config.limits.rate_limits().unwrap_err());
+    assert!(
+        err.contains("limits.toml") && err.contains("must be positive"),
+        "{err}"
+    );
+    std::fs::write(
+        &overrides,
+        "[[principal]]\nid = \"a\"\nrequests_per_second = 1.0\n[[principal]]\nid = \"a\"\nrequests_per_second = 2.0\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", config.limits.rate_limits().unwrap_err());
+    assert!(err.contains("listed twice"), "{err}");
+    std::fs::write(&overrides, "[[principal]]\nid = \"a\"\nrate = 1.0\n").unwrap();
+    let err = format!("{:#}", config.limits.rate_limits().unwrap_err());
+    assert!(
+        err.contains("parsing limits.principal_overrides_file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn limit_values_are_checked() {
+    error(
+        "[limits]\nrequests_per_second = 0.0",
+        &[],
+        &[FILE, "limits.requests_per_second must be 0.001 to 1000000"],
+    );
+    error(
+        "[limits]\nburst = 10",
+        &[],
+        &["limits.burst needs limits.requests_per_second"],
+    );
+    error(
+        "[limits]\nrequests_per_second = 1.0\nburst = 0",
+        &[],
+        &["limits.burst must be 1 to 1000000"],
+    );
+    error(
+        "",
+        &[("COFFER_LIMITS__PROVIDER_CONCURRENCY_PER_VAULT", "0")],
+        &[
+            "COFFER_LIMITS__PROVIDER_CONCURRENCY_PER_VAULT",
+            "must be 1 to 100000",
+        ],
+    );
+    error(
+        "[limits]\nprovider_queue_timeout_ms = 60001",
+        &[],
+        &["limits.provider_queue_timeout_ms must be 0 to 60000"],
+    );
+}
