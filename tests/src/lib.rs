@@ -420,3 +420,38 @@ macro_rules! e2e_test {
         }
     };
 }
+
+impl TestServer {
+    /// Starts a dev-mode server on a SQLite file at `path` (created and
+    /// migrated if new), e.g. on a filesystem a fault test controls. The
+    /// caller owns the file's directory.
+    pub async fn start_sqlite_at(path: &std::path::Path, options: CofferOptions) -> TestServer {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::start_on_url(&url, options).await
+    }
+
+    /// Starts a dev-mode server on the database at `url` (migrated first),
+    /// e.g. a private PostgreSQL cluster a fault test stops and starts.
+    pub async fn start_on_url(url: &str, options: CofferOptions) -> TestServer {
+        Self::start_on_url_with(url, coffer_store::StoreOptions::default(), options).await
+    }
+
+    /// Like [`Self::start_on_url`] with explicit pool settings for the server.
+    pub async fn start_on_url_with(
+        url: &str,
+        store_options: coffer_store::StoreOptions,
+        options: CofferOptions,
+    ) -> TestServer {
+        let url = url.to_owned();
+        let keyring = Arc::new(Keyring::generate().unwrap());
+        let store = Store::connect(&url, store_options).await.unwrap();
+        store.migrate_up().await.unwrap();
+        let db = Database {
+            url,
+            dir: None,
+            keyring,
+            store,
+        };
+        Self::launch(db, ServeOptions::dev(), None, options).await
+    }
+}

@@ -52,7 +52,9 @@ impl Default for StoreOptions {
         StoreOptions {
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
-            acquire_timeout: Duration::from_secs(30),
+            // Short enough that a database that is down answers UNAVAILABLE
+            // well inside a client's deadline instead of hanging the call.
+            acquire_timeout: Duration::from_secs(1),
             sqlite_busy_timeout: Duration::from_secs(5),
             log_statements: false,
         }
@@ -142,7 +144,14 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(busy)
         };
-        let mut write_opts = pool_options(url, options, 1);
+        // Writers queue for SQLite's one write connection, which a rotation
+        // into a remote vault holds for the length of its provider call: they
+        // wait as long as SQLite would wait on another process's lock.
+        let writer = StoreOptions {
+            acquire_timeout: options.acquire_timeout.max(options.sqlite_busy_timeout),
+            ..options.clone()
+        };
+        let mut write_opts = pool_options(url, &writer, 1);
         write_opts.min_connections(1).map_sqlx_sqlite_opts(tune);
         // Opened first: it creates the file and switches it to WAL.
         let write = Database::connect(write_opts).await.map_err(db_err)?;
@@ -227,6 +236,9 @@ impl Store {
 
     /// Starts a transaction on the write pool.
     pub async fn begin(&self) -> Result<WriteTx> {
+        if self.backend == Backend::Sqlite {
+            self.discard_stuck_sqlite_writer().await?;
+        }
         let txn = self.write.begin().await.map_err(db_err)?;
         Ok(WriteTx::new(
             txn,
@@ -234,6 +246,37 @@ impl Store {
             self.commits.clone(),
             self.instance.clone(),
         ))
+    }
+
+    /// Closes SQLite's one write connection if an earlier transaction left
+    /// it inside a transaction. When a statement or COMMIT fails with a full
+    /// disk or an I/O error, SQLite may roll the transaction back itself;
+    /// the ROLLBACK that follows then fails, sqlx's transaction depth stays
+    /// above zero, and every later "transaction" on that connection would
+    /// nest as a savepoint that never commits — acknowledged writes lost
+    /// (found by tests/tests/faults_sqlite.rs). A fresh connection starts
+    /// clean. The ping runs after any rollback a dropped transaction queued.
+    async fn discard_stuck_sqlite_writer(&self) -> Result<()> {
+        use sea_orm::sqlx::Connection;
+        let mut conn = self
+            .write
+            .get_sqlite_connection_pool()
+            .acquire()
+            .await
+            .map_err(|e| {
+                db_err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+                    e.into(),
+                )))
+            })?;
+        let stuck = conn.ping().await.is_err() || conn.is_in_transaction();
+        if stuck {
+            tracing::warn!(
+                "the SQLite write connection was left inside a failed transaction; reopening it"
+            );
+            // Closing a broken connection may fail; it is gone either way.
+            let _ = conn.close().await;
+        }
+        Ok(())
     }
 
     /// Notices of committed changes: after a transaction that audited a

@@ -1,6 +1,8 @@
 //! Maps database failures into Coffer's [`Error`], by kind and never by message
 //! text: unique violations become `AlreadyExists` with the caller's reason,
-//! connection and pool failures become `Unavailable`, everything else is
+//! connection and pool failures, and the database's own "cannot write now"
+//! codes (full disk, read-only file, I/O error, shutdown; see
+//! [`is_unavailable_code`]) become `Unavailable`, everything else is
 //! `Internal`. The database's own text only ever reaches the internal cause
 //! (server logs), never the client message.
 
@@ -72,9 +74,39 @@ fn is_unavailable(err: &DbErr) -> bool {
                     | sea_orm::sqlx::Error::PoolTimedOut
                     | sea_orm::sqlx::Error::PoolClosed
                     | sea_orm::sqlx::Error::WorkerCrashed
+            ) || matches!(
+                e.deref(),
+                sea_orm::sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref())
             )
         }
         _ => false,
+    }
+}
+
+/// Whether a database error code says the database cannot serve the
+/// statement right now for a reason outside the request: an operator fixes
+/// it (space, permissions, failover) and a retry then succeeds.
+///
+/// PostgreSQL codes are five-character SQLSTATEs: class 08 (connection
+/// exception), class 53 (insufficient resources: disk full, out of memory,
+/// too many connections), 57P01-57P03 (shutdown, cannot connect now) and
+/// 25006 (read-only transaction, e.g. a demoted primary). SQLite codes are
+/// (extended) result codes of at most four digits, whose low byte is the
+/// primary code: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, IOERR 10, FULL 13,
+/// CANTOPEN 14. CORRUPT and every constraint failure stay `Internal` or
+/// their caller's mapping.
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    let Some(code) = code else {
+        return false;
+    };
+    if code.len() == 5 {
+        return code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "57P01" | "57P02" | "57P03" | "25006");
+    }
+    match code.parse::<u32>() {
+        Ok(extended) => matches!(extended & 0xff, 5..=8 | 10 | 13 | 14),
+        Err(_) => false,
     }
 }
 
@@ -99,6 +131,21 @@ mod tests {
             assert_eq!(mapped.code(), ErrorCode::Unavailable);
             assert_eq!(mapped.reason(), Reason::DatabaseUnavailable);
         }
+    }
+
+    #[test]
+    fn cannot_write_now_codes_are_unavailable() {
+        for code in [
+            "13", "8", "1032", "10", "778", "14", "5", "53100", "57P01", "57P03", "08006", "25006",
+        ] {
+            assert!(is_unavailable_code(Some(code)), "{code}");
+        }
+        for code in [
+            "11", "19", "2067", "1555", "23505", "23503", "40001", "42P01", "x",
+        ] {
+            assert!(!is_unavailable_code(Some(code)), "{code}");
+        }
+        assert!(!is_unavailable_code(None));
     }
 
     #[test]

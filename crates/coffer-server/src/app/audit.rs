@@ -157,6 +157,19 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
                 "audit batch failed; its resolves fail closed"
             );
         }
+        if result.is_err() {
+            // The database just failed us: everything already queued would
+            // wait for its own attempt (a pool timeout each, one after the
+            // other) past the callers' deadlines. Fail it now; callers
+            // retry, and the next event tries the database afresh.
+            while batch.len() < options.queue {
+                match receiver.try_recv() {
+                    Ok(Queued::Event(next)) => batch.push(next),
+                    Ok(Queued::Flush(done)) => flushes.push(done),
+                    Err(_) => break,
+                }
+            }
+        }
         for pending in batch {
             let outcome = match &result {
                 Ok(()) => Ok(()),
