@@ -173,10 +173,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (measured, Some(baseline))
         }
     };
+    // replica-lag runs one caller over one connection to each server.
+    let (callers, connections) = match args.scenario {
+        Scenario::ReplicaLag => (1, 1),
+        _ => (args.concurrency, args.connections),
+    };
     let report = Report::new(
         &tenant,
-        args.concurrency,
-        args.connections,
+        callers,
+        connections,
         seed_time,
         measured.summarize(args.scenario.name()),
         baseline.map(|b| b.summarize(Scenario::Health.name())),
