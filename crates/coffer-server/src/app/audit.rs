@@ -3,10 +3,11 @@
 //! change). Resolves go through [`AuditWriter`], one task that group-commits
 //! the events of many concurrent resolves in one transaction every few
 //! milliseconds; each resolve waits until its event is durable before it
-//! returns a value, and the same transaction coalesces `last_resolve_time`.
+//! returns a value, and the same transaction moves `last_resolve_time`,
+//! coalesced to one write per secret per minute.
 //! Each batch's size and commit latency go to the audit metrics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use coffer_core::record::{AuditOutcome, NewAuditEvent, now_micros};
@@ -126,6 +127,7 @@ impl AuditWriter {
 }
 
 async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditWriterOptions) {
+    let mut stamps = ResolveStamps::default();
     while let Some(first) = receiver.recv().await {
         let first = match first {
             Queued::Event(pending) => pending,
@@ -148,7 +150,7 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
             }
         }
         let started = std::time::Instant::now();
-        let result = write_batch(&store, &batch).await;
+        let result = write_batch(&store, &batch, &mut stamps).await;
         observe_batch(batch.len(), started.elapsed());
         if let Err(err) = &result {
             tracing::error!(
@@ -189,20 +191,64 @@ fn observe_batch(events: usize, took: Duration) {
     metrics::histogram!(AUDIT_FLUSH_DURATION).record(took.as_secs_f64());
 }
 
-async fn write_batch(store: &Store, batch: &[Box<Pending>]) -> Result<()> {
+/// How stale `last_resolve_time` may be: a secret's stamp is written at
+/// most once per this interval by each replica, so a hot secret does not
+/// rewrite its row in every batch (AWS Secrets Manager keeps its
+/// LastAccessedDate to the day).
+const RESOLVE_STAMP_INTERVAL_MICROS: i64 = 60 * 1_000_000;
+/// Secrets remembered before old stamps are forgotten.
+const MAX_REMEMBERED_STAMPS: usize = 100_000;
+
+/// When this writer last moved each secret's `last_resolve_time`.
+#[derive(Debug, Default)]
+struct ResolveStamps(HashMap<String, i64>);
+
+impl ResolveStamps {
+    /// The batch's resolved secrets whose stamp is due.
+    fn due(&self, batch: &[Box<Pending>], now: i64) -> Vec<String> {
+        let mut due: Vec<String> = batch
+            .iter()
+            .filter_map(|p| p.resolved_uid.as_ref())
+            .filter(|uid| {
+                self.0
+                    .get(uid.as_str())
+                    .is_none_or(|at| now - at >= RESOLVE_STAMP_INTERVAL_MICROS)
+            })
+            .cloned()
+            .collect();
+        due.sort_unstable();
+        due.dedup();
+        due
+    }
+
+    fn written(&mut self, uids: Vec<String>, now: i64) {
+        if self.0.len() + uids.len() > MAX_REMEMBERED_STAMPS {
+            self.0
+                .retain(|_, at| now - *at < RESOLVE_STAMP_INTERVAL_MICROS);
+            if self.0.len() + uids.len() > MAX_REMEMBERED_STAMPS {
+                self.0.clear();
+            }
+        }
+        self.0.extend(uids.into_iter().map(|uid| (uid, now)));
+    }
+}
+
+async fn write_batch(
+    store: &Store,
+    batch: &[Box<Pending>],
+    stamps: &mut ResolveStamps,
+) -> Result<()> {
     let tx = store.begin().await?;
     tx.append_audit(batch.iter().map(|p| p.event.clone()).collect())
         .await?;
-    let mut touched: Vec<String> = batch
-        .iter()
-        .filter_map(|p| p.resolved_uid.clone())
-        .collect();
-    touched.sort_unstable();
-    touched.dedup();
-    if !touched.is_empty() {
-        tx.set_last_resolve_time(&touched, now_micros()).await?;
+    let now = now_micros();
+    let due = stamps.due(batch, now);
+    if !due.is_empty() {
+        tx.set_last_resolve_time(&due, now).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    stamps.written(due, now);
+    Ok(())
 }
 
 fn audit_unavailable(cause: &str) -> Error {
@@ -345,6 +391,35 @@ mod tests {
             event.context.get("k\u{FFFD}").map(String::as_str),
             Some("line\u{FFFD}break")
         );
+    }
+
+    #[test]
+    fn resolve_stamps_are_written_once_per_interval() {
+        let tenant = TenantId::parse("acme", "tenant").unwrap();
+        let pending = |uid: Option<&str>| {
+            Box::new(Pending {
+                event: denial(&tenant),
+                resolved_uid: uid.map(str::to_owned),
+                done: oneshot::channel().0,
+            })
+        };
+        let batch = vec![
+            pending(Some("b")),
+            pending(Some("a")),
+            pending(Some("b")),
+            pending(None),
+        ];
+        let mut stamps = ResolveStamps::default();
+        let t0 = 1_000_000_000;
+        assert_eq!(stamps.due(&batch, t0), ["a", "b"]);
+        stamps.written(stamps.due(&batch, t0), t0);
+        // Within the interval nothing is due; a new secret is.
+        let later = t0 + RESOLVE_STAMP_INTERVAL_MICROS - 1;
+        assert!(stamps.due(&batch, later).is_empty());
+        assert_eq!(stamps.due(&[pending(Some("c"))], later), ["c"]);
+        // Once the interval has passed, the stamps are due again.
+        let due = stamps.due(&batch, t0 + RESOLVE_STAMP_INTERVAL_MICROS);
+        assert_eq!(due, ["a", "b"]);
     }
 
     /// A flush commits what was queued without waiting, and does not wait
