@@ -52,7 +52,7 @@ pub struct MetadataCacheOptions {
 
 impl MetadataCacheOptions {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-    pub const DEFAULT_MAX_ENTRIES: usize = 200_000;
+    pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
 
     pub fn disabled() -> Self {
         MetadataCacheOptions {

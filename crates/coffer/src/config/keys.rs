@@ -330,7 +330,7 @@ pub(crate) const KEYS: &[Key] = &[
         section: "cache",
         name: "metadata_max_entries",
         kind: U64,
-        shown: Shown::Default("200000"),
+        shown: Shown::Default("100000"),
         doc: "Records the metadata cache holds at most (1 to 10000000).",
     },
     Key {
