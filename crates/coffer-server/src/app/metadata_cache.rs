@@ -287,6 +287,33 @@ impl MetadataCache {
     }
 }
 
+impl MetadataCache {
+    /// The record under `key`, from the cache or else from `load` (kept if
+    /// no invalidation raced the read). `unwrap` takes the record out of
+    /// its [`Record`] variant; `wrap` puts it back.
+    async fn read_through<T: Clone>(
+        &self,
+        tenant: &TenantId,
+        key: Key,
+        unwrap: fn(Record) -> Option<T>,
+        wrap: fn(T) -> Record,
+        load: impl Future<Output = Result<Option<T>>>,
+    ) -> Result<Option<T>> {
+        let ticket = match self.get(tenant, &key) {
+            Ok(record) => match unwrap(record) {
+                Some(hit) => return Ok(Some(hit)),
+                None => None,
+            },
+            Err(ticket) => ticket,
+        };
+        let loaded = load.await?;
+        if let (Some(record), Some(ticket)) = (&loaded, ticket) {
+            self.fill(tenant, key, wrap(record.clone()), ticket);
+        }
+        Ok(loaded)
+    }
+}
+
 impl Coffer {
     /// What the metadata cache holds and has done (tests, diagnostics).
     #[doc(hidden)]
@@ -296,22 +323,20 @@ impl Coffer {
 
     /// [`Coffer::load_secret`] through the metadata cache.
     pub(crate) async fn cached_secret(&self, name: &SecretName) -> Result<SecretRecord> {
-        let cache = &self.inner.metadata;
-        let key = Key::Secret(name.key.clone());
-        let ticket = match cache.get(&name.tenant, &key) {
-            Ok(Record::Secret(secret)) => return Ok(secret),
-            Ok(_) => None,
-            Err(ticket) => ticket,
-        };
-        let secret = self
-            .store()
-            .get_secret(&name.tenant, &name.key)
+        self.inner
+            .metadata
+            .read_through(
+                &name.tenant,
+                Key::Secret(name.key.clone()),
+                |record| match record {
+                    Record::Secret(secret) => Some(secret),
+                    _ => None,
+                },
+                Record::Secret,
+                self.store().get_secret(&name.tenant, &name.key),
+            )
             .await?
-            .ok_or_else(|| secret_not_found(name))?;
-        if let Some(ticket) = ticket {
-            cache.fill(&name.tenant, key, Record::Secret(secret.clone()), ticket);
-        }
-        Ok(secret)
+            .ok_or_else(|| secret_not_found(name))
     }
 
     /// One version of a secret, through the metadata cache.
@@ -320,23 +345,19 @@ impl Coffer {
         secret: &SecretRecord,
         number: i64,
     ) -> Result<Option<VersionRecord>> {
-        let cache = &self.inner.metadata;
-        let key = Key::Version(secret.uid.clone(), number);
-        let ticket = match cache.get(&secret.tenant, &key) {
-            Ok(Record::Version(version)) => return Ok(Some(version)),
-            Ok(_) => None,
-            Err(ticket) => ticket,
-        };
-        let version = self.store().get_version(&secret.uid, number).await?;
-        if let (Some(version), Some(ticket)) = (&version, ticket) {
-            cache.fill(
+        self.inner
+            .metadata
+            .read_through(
                 &secret.tenant,
-                key,
-                Record::Version(version.clone()),
-                ticket,
-            );
-        }
-        Ok(version)
+                Key::Version(secret.uid.clone(), number),
+                |record| match record {
+                    Record::Version(version) => Some(version),
+                    _ => None,
+                },
+                Record::Version,
+                self.store().get_version(&secret.uid, number),
+            )
+            .await
     }
 
     /// The binding of a consumer's config path, through the metadata cache
@@ -348,21 +369,19 @@ impl Coffer {
         id: &str,
         config_path: &str,
     ) -> Result<Option<BindingRecord>> {
-        let cache = &self.inner.metadata;
-        let key = Key::Binding(kind.to_owned(), id.to_owned(), config_path.to_owned());
-        let ticket = match cache.get(tenant, &key) {
-            Ok(Record::Binding(binding)) => return Ok(Some(binding)),
-            Ok(_) => None,
-            Err(ticket) => ticket,
-        };
-        let binding = self
-            .store()
-            .find_binding(tenant, kind, id, config_path)
-            .await?;
-        if let (Some(binding), Some(ticket)) = (&binding, ticket) {
-            cache.fill(tenant, key, Record::Binding(binding.clone()), ticket);
-        }
-        Ok(binding)
+        self.inner
+            .metadata
+            .read_through(
+                tenant,
+                Key::Binding(kind.to_owned(), id.to_owned(), config_path.to_owned()),
+                |record| match record {
+                    Record::Binding(binding) => Some(binding),
+                    _ => None,
+                },
+                Record::Binding,
+                self.store().find_binding(tenant, kind, id, config_path),
+            )
+            .await
     }
 
     /// A consumer's bindings under `prefix` (ResolveBindings), through the
@@ -374,26 +393,27 @@ impl Coffer {
         id: &str,
         prefix: &str,
     ) -> Result<Vec<BindingRecord>> {
-        let cache = &self.inner.metadata;
-        let key = Key::ConsumerBindings(kind.to_owned(), id.to_owned(), prefix.to_owned());
-        let ticket = match cache.get(tenant, &key) {
-            Ok(Record::ConsumerBindings(bindings)) => return Ok(bindings),
-            Ok(_) => None,
-            Err(ticket) => ticket,
+        let load = async {
+            self.store()
+                .consumer_bindings(tenant, kind, id, prefix)
+                .await
+                .map(Some)
         };
         let bindings = self
-            .store()
-            .consumer_bindings(tenant, kind, id, prefix)
-            .await?;
-        if let Some(ticket) = ticket {
-            cache.fill(
+            .inner
+            .metadata
+            .read_through(
                 tenant,
-                key,
-                Record::ConsumerBindings(bindings.clone()),
-                ticket,
-            );
-        }
-        Ok(bindings)
+                Key::ConsumerBindings(kind.to_owned(), id.to_owned(), prefix.to_owned()),
+                |record| match record {
+                    Record::ConsumerBindings(bindings) => Some(bindings),
+                    _ => None,
+                },
+                Record::ConsumerBindings,
+                load,
+            )
+            .await?;
+        Ok(bindings.unwrap_or_default())
     }
 
     /// A vault record, through the metadata cache.
@@ -402,17 +422,18 @@ impl Coffer {
         tenant: &TenantId,
         vault_id: &str,
     ) -> Result<Option<VaultRecord>> {
-        let cache = &self.inner.metadata;
-        let key = Key::Vault(vault_id.to_owned());
-        let ticket = match cache.get(tenant, &key) {
-            Ok(Record::Vault(vault)) => return Ok(Some(vault)),
-            Ok(_) => None,
-            Err(ticket) => ticket,
-        };
-        let vault = self.store().get_vault(tenant, vault_id).await?;
-        if let (Some(vault), Some(ticket)) = (&vault, ticket) {
-            cache.fill(tenant, key, Record::Vault(vault.clone()), ticket);
-        }
-        Ok(vault)
+        self.inner
+            .metadata
+            .read_through(
+                tenant,
+                Key::Vault(vault_id.to_owned()),
+                |record| match record {
+                    Record::Vault(vault) => Some(vault),
+                    _ => None,
+                },
+                Record::Vault,
+                self.store().get_vault(tenant, vault_id),
+            )
+            .await
     }
 }
