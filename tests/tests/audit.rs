@@ -214,13 +214,22 @@ e2e_test!(
         assert_eq!(by_secret.len(), 7, "binding events name the binding");
         let future = events(&server, "time >= \"2100-01-01T00:00:00Z\"").await;
         assert!(future.is_empty());
-        // last_resolve_time moved with the successful resolve.
-        let secret = client
-            .get_secret(v1::GetSecretRequest { name })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(secret.last_resolve_time.is_some());
+        // last_resolve_time moves soon after the successful resolve (in a
+        // transaction of its own, after the audit batch).
+        coffer_tests::wait_until(std::time::Duration::from_secs(5), || {
+            let mut client = client.clone();
+            let name = name.clone();
+            async move {
+                let secret = client
+                    .get_secret(v1::GetSecretRequest { name })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                secret.last_resolve_time.is_some()
+            }
+        })
+        .await
+        .expect("last_resolve_time moves after a successful resolve");
 
         let report = verify(&server).await;
         assert!(report.ok);
@@ -229,7 +238,7 @@ e2e_test!(
         // Events outlive the purge of their secret.
         client
             .delete_secret(v1::DeleteSecretRequest {
-                name: secret.name.clone(),
+                name: name.clone(),
                 force: true,
                 ..Default::default()
             })
