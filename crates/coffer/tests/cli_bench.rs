@@ -9,10 +9,12 @@
 // Server processes are reaped by `Drop for Server` once started.
 #![allow(clippy::zombie_processes)]
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::Output;
+
+use common::{Server, coffer};
 use serde_json::Value;
 
 const SMALL: &[&str] = &[
@@ -34,36 +36,7 @@ const SMALL: &[&str] = &[
     "json",
 ];
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn coffer() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
-    for var in [
-        "COFFER_KEYRING",
-        "COFFER_CONFIG",
-        "COFFER_LISTEN",
-        "COFFER_SERVER",
-        "COFFER_CA",
-        "COFFER_CERT",
-        "COFFER_KEY",
-        "COFFER_TIMEOUT",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// Starts `coffer serve` with `args` and waits for its "listening on" line.
+/// Starts `coffer serve` with `args` and its data in `dir/data`.
 fn start(dir: &Path, args: &[&str]) -> Server {
     start_logging_to(dir, "server.log", args, &[])
 }
@@ -71,33 +44,11 @@ fn start(dir: &Path, args: &[&str]) -> Server {
 /// [`start`] with its log in `log_name` and extra env vars: several servers
 /// on one data directory (replicas on one SQLite file).
 fn start_logging_to(dir: &Path, log_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
-    let log = dir.join(log_name);
-    let mut child = coffer()
-        .arg("serve")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .envs(envs.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on ").nth(1) {
-            let addr = rest.split(';').next().unwrap().trim().to_owned();
-            return Server { child, addr };
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {text}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let data = dir.join("data");
+    let args = [args, &["--data-dir", data.to_str().unwrap()]].concat();
+    common::start_serve(&dir.join(log_name), &args, |command| {
+        command.envs(envs.iter().copied()).env("RUST_LOG", "info");
+    })
 }
 
 fn bench(scenario: &str, server: &str, extra: &[&str]) -> Output {

@@ -15,9 +15,10 @@
 // Server processes are reaped by `Drop for Server` once started.
 #![allow(clippy::zombie_processes)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use coffer_proto::v1;
 use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
 use coffer_proto::v1::vault_service_client::VaultServiceClient;
 use coffer_providers::testing::MotoServer;
+use common::Server;
 use rand::Rng;
 use tonic::transport::Channel;
 
@@ -36,76 +38,21 @@ const ROUNDS: usize = 4;
 /// Every gRPC call is bounded: a dead server must not hang the test.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn coffer() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
-    for var in [
-        "COFFER_KEYRING",
-        "COFFER_CONFIG",
-        "COFFER_LISTEN",
-        "COFFER_SERVER",
-        "COFFER_CA",
-        "COFFER_CERT",
-        "COFFER_KEY",
-        "COFFER_TIMEOUT",
-        "COFFER_DATABASE_URL",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// Starts `coffer serve --dev` on `dir` (and `database_url` when given) and
-/// waits for its "listening on" line; the log of start `n` is `server-n.log`.
+/// Starts `coffer serve --dev` on `dir` (and `database_url` when given);
+/// the log of start `n` is `server-n.log`.
 fn start(dir: &Path, database_url: Option<&str>, n: usize) -> Server {
     use coffer_providers::testing::{TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
-    let log = dir.join(format!("server-{n}.log"));
-    let mut command = coffer();
-    command
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"));
-    if let Some(url) = database_url {
-        command.arg("--database-url").arg(url);
-    }
-    let mut child = command
-        .env("RUST_LOG", "info")
-        // moto's dummy credentials, never the machine's.
-        .env("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
-        .env("AWS_REGION", TEST_REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on ").nth(1) {
-            let addr = rest.split(';').next().unwrap().trim().to_owned();
-            return Server { child, addr };
-        }
-        if Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {text}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::start_dev(dir, &format!("server-{n}.log"), database_url, |command| {
+        command
+            .env("RUST_LOG", "info")
+            // moto's dummy credentials, never the machine's.
+            .env("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
+            .env("AWS_REGION", TEST_REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
+    })
 }
 
 async fn client(server: &Server) -> SecretsServiceClient<Channel> {
@@ -489,7 +436,7 @@ async fn check(server: &Server, state: &Acknowledged) -> (usize, usize) {
 }
 
 fn audit_verify(server: &Server) {
-    let out = coffer()
+    let out = common::coffer()
         .args(["audit", "verify", "--tenant", "default", "--server"])
         .arg(format!("http://{}", server.addr))
         .output()

@@ -23,9 +23,11 @@
 // Server processes are reaped by `Drop for Server` once started.
 #![allow(clippy::zombie_processes)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,79 +77,13 @@ const RSS_GROWTH_MIN_KIB: u64 = 16 * 1024;
 /// database (a pooled connection opened late, SQLite's WAL and shm files).
 const FD_GROWTH: u64 = 2 * CHURNERS as u64 + 4;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn coffer() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
-    for var in [
-        "COFFER_KEYRING",
-        "COFFER_CONFIG",
-        "COFFER_LISTEN",
-        "COFFER_SERVER",
-        "COFFER_CA",
-        "COFFER_CERT",
-        "COFFER_KEY",
-        "COFFER_TIMEOUT",
-        "COFFER_TENANT",
-        "COFFER_DATABASE_URL",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// Starts `coffer serve --dev` on `dir` (and `database_url` when given) and
-/// waits for its "listening on" line.
-fn start(dir: &Path, database_url: Option<&str>) -> Server {
-    let log = dir.join("server.log");
-    let mut command = coffer();
-    command
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"));
-    if let Some(url) = database_url {
-        command.arg("--database-url").arg(url);
-    }
-    let mut child = command
-        // Warnings only: the server's log is not what is measured.
-        .env("RUST_LOG", "warn,coffer=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on ").nth(1) {
-            let addr = rest.split(';').next().unwrap().trim().to_owned();
-            return Server { child, addr };
-        }
-        if Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {text}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn secs(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
 /// `coffer bench mixed` on the soak tenant for `duration` after `warmup`.
 fn bench(url: &str, concurrency: usize, warmup: Duration, duration: Duration) -> Command {
-    let mut command = coffer();
+    let mut command = common::coffer();
     command
         .args(["bench", "mixed", "--server", url, "--tenant", TENANT])
         .args(["--concurrency", &concurrency.to_string()])
@@ -310,7 +246,7 @@ fn server_warnings(dir: &Path) -> BTreeMap<String, u64> {
 }
 
 fn audit_verify(url: &str) -> Output {
-    coffer()
+    common::coffer()
         .args(["audit", "verify", "--tenant", TENANT, "--server", url])
         .output()
         .unwrap()
@@ -319,7 +255,10 @@ fn audit_verify(url: &str) -> Output {
 async fn soak(database_url: Option<&str>) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), database_url);
+    // Warnings only: the server's log is not what is measured.
+    let server = common::start_dev(dir.path(), "server.log", database_url, |command| {
+        command.env("RUST_LOG", "warn,coffer=info");
+    });
     let url = format!("http://{}", server.addr);
     let pid = server.child.id();
 
