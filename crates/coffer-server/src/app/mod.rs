@@ -8,6 +8,7 @@ mod audit_query;
 mod bindings;
 mod idempotency;
 mod import;
+mod keyed_lock;
 mod metadata_cache;
 mod placement;
 mod reaper;
@@ -63,6 +64,9 @@ struct Inner {
     watch: watch::WatchHub,
     values: value_cache::ValueCache,
     metadata: metadata_cache::MetadataCache,
+    /// Rotations of one secret in this process, one at a time (see
+    /// `rotate_secret`).
+    rotations: keyed_lock::KeyedLocks,
 }
 
 /// Every tunable of [`Coffer`], each defaulting to what [`Coffer::new`] uses.
@@ -129,6 +133,7 @@ impl Coffer {
                 audit,
                 watch: watch::WatchHub::new(options.watch),
                 values: value_cache::ValueCache::new(options.value_cache),
+                rotations: keyed_lock::KeyedLocks::default(),
             }),
         }
     }

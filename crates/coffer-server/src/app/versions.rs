@@ -1,7 +1,11 @@
 //! Version use cases: rotate (optionally staged), promote, list/get, and the
 //! enable/disable/destroy state machine. Every mutation locks the secret row,
 //! so "the current version is never disabled or destroyed" holds under races
-//! and concurrent rotations get consecutive version numbers.
+//! and concurrent rotations get consecutive version numbers. A rotation
+//! writes to its provider before it takes the lock and commits only if the
+//! secret is unchanged since it read it (else it starts over), so no
+//! database lock or connection waits on a vault; rotations of one secret
+//! in one process take turns on an in-process lock instead.
 
 use coffer_core::record::{
     SecretRecord, SecretState, VersionRecord, VersionState, etag_matches, now_micros,
@@ -12,6 +16,11 @@ use super::audit::EventBuilder;
 use super::idempotency::{IdempotencyKey, is_request_id_race};
 use super::secrets::{SecretSource, audit_in, check_etag, not_active};
 use super::{Coffer, stored_version, version_context};
+
+/// How often a rotation starts over when the secret changed between its
+/// read and its commit (another replica's rotation, any update) before it
+/// answers ABORTED.
+const ROTATE_ATTEMPTS: usize = 8;
 
 /// A RotateSecret request.
 #[derive(Debug)]
@@ -94,73 +103,95 @@ impl Coffer {
         }
 
         let result = async {
-            let tx = self.store().begin().await?;
-            let mut secret = self.lock_secret(&tx, name).await?;
-            check_etag(&etag, &secret, name)?;
-            if secret.state == SecretState::Deleted {
-                return Err(not_active(
-                    name,
-                    secret.state,
-                    "undelete it before rotating",
-                ));
+            // Rotations of this secret in this process queue here rather
+            // than on the row lock; only other replicas' can race the
+            // check below.
+            let _turn = self.inner.rotations.lock(name.to_string()).await;
+            for _ in 0..ROTATE_ATTEMPTS {
+                // Read without a lock: which number and place this rotation
+                // aims at. The provider write below holds no database
+                // connection, so a slow or hanging vault cannot hold the
+                // secret's row (on SQLite, the one write lock) or a pooled
+                // connection for its whole timeout.
+                let seen = self.load_secret(name).await?;
+                check_rotatable(&etag, &seen, name)?;
+                let number = seen.latest_version + 1;
+                let placement = self.placement_for_rotate(&seen, &vault).await?;
+                let written = match self
+                    .write_version(&placement, &version_context(&seen, number), &checked.source)
+                    .await
+                {
+                    Ok(written) => written,
+                    Err(err) => {
+                        // A concurrent rotation took this number first (a
+                        // remote vault refuses a second write under its
+                        // token): retry with the next number.
+                        if self.load_secret(name).await?.revision != seen.revision {
+                            continue;
+                        }
+                        return Err(err);
+                    }
+                };
+                let tx = self.store().begin().await?;
+                let mut secret = self.lock_secret(&tx, name).await?;
+                if secret.uid != seen.uid || secret.revision != seen.revision {
+                    // Changed since the read: the written version's number
+                    // or place may be stale. An etag the caller sent now
+                    // fails; otherwise start over. What the provider wrote
+                    // stays unreferenced (the local store wrote nothing;
+                    // a remote vault keeps an unlabelled version).
+                    check_rotatable(&etag, &secret, name)?;
+                    continue;
+                }
+                let now = now_micros();
+                let version = VersionRecord {
+                    secret_uid: secret.uid.clone(),
+                    version: number,
+                    state: VersionState::Enabled,
+                    provider: placement.provider.clone(),
+                    vault: placement.vault.clone(),
+                    provider_version_ref: written.stored.provider_version_ref,
+                    material: Some(written.stored.material),
+                    fingerprint: fingerprint.clone(),
+                    create_time: now,
+                    created_by: principal.as_str().to_owned(),
+                    destroy_time: None,
+                    revision: 1,
+                };
+                tx.insert_version(&version).await?;
+                let expected = secret.revision;
+                secret.latest_version = number;
+                // New versions go where this one went; the mode and reference
+                // describe the newest version.
+                secret.provider = placement.provider;
+                secret.vault = placement.vault;
+                secret.mode = written.mode;
+                secret.external_ref = written.external_ref;
+                if !stage_only {
+                    secret.current_version = number;
+                    secret.rotate_time = Some(now);
+                }
+                secret.update_time = now;
+                secret.revision += 1;
+                tx.update_secret(&secret, expected).await?;
+                if let Some(key) = &idempotency {
+                    key.record(&tx, &secret.uid, number).await?;
+                }
+                let event =
+                    EventBuilder::new(&secret.tenant, principal, "secret.rotate", name.to_string())
+                        .version(number)
+                        .request_id(&request_id_text)
+                        .success();
+                tx.append_audit(vec![event]).await?;
+                tx.commit().await?;
+                return Ok(VersionView {
+                    secret: name.clone(),
+                    current_version: secret.current_version,
+                    version,
+                });
             }
-            let number = secret.latest_version + 1;
-            // Written under the row lock: the lock hands out the version
-            // number the provider's idempotency token is derived from.
-            let placement = self.placement_for_rotate(&secret, &vault).await?;
-            let written = self
-                .write_version(
-                    &placement,
-                    &version_context(&secret, number),
-                    &checked.source,
-                )
-                .await?;
-            let now = now_micros();
-            let version = VersionRecord {
-                secret_uid: secret.uid.clone(),
-                version: number,
-                state: VersionState::Enabled,
-                provider: placement.provider.clone(),
-                vault: placement.vault.clone(),
-                provider_version_ref: written.stored.provider_version_ref,
-                material: Some(written.stored.material),
-                fingerprint: fingerprint.clone(),
-                create_time: now,
-                created_by: principal.as_str().to_owned(),
-                destroy_time: None,
-                revision: 1,
-            };
-            tx.insert_version(&version).await?;
-            let expected = secret.revision;
-            secret.latest_version = number;
-            // New versions go where this one went; the mode and reference
-            // describe the newest version.
-            secret.provider = placement.provider;
-            secret.vault = placement.vault;
-            secret.mode = written.mode;
-            secret.external_ref = written.external_ref;
-            if !stage_only {
-                secret.current_version = number;
-                secret.rotate_time = Some(now);
-            }
-            secret.update_time = now;
-            secret.revision += 1;
-            tx.update_secret(&secret, expected).await?;
-            if let Some(key) = &idempotency {
-                key.record(&tx, &secret.uid, number).await?;
-            }
-            let event =
-                EventBuilder::new(&secret.tenant, principal, "secret.rotate", name.to_string())
-                    .version(number)
-                    .request_id(&request_id_text)
-                    .success();
-            tx.append_audit(vec![event]).await?;
-            tx.commit().await?;
-            Ok(VersionView {
-                secret: name.clone(),
-                current_version: secret.current_version,
-                version,
-            })
+            // Every attempt lost to a concurrent change of this secret.
+            Err(Error::etag_mismatch(&name.to_string()))
         }
         .await;
         match (result, &idempotency) {
@@ -405,4 +436,17 @@ pub(crate) fn ensure_enabled(name: &VersionName, version: &VersionRecord) -> Res
         .with_metadata("resource", name.to_string())),
         VersionState::Destroyed => Err(destroyed(name)),
     }
+}
+
+/// Whether `secret` may take a new version under the caller's `etag`.
+fn check_rotatable(etag: &str, secret: &SecretRecord, name: &SecretName) -> Result<()> {
+    check_etag(etag, secret, name)?;
+    if secret.state == SecretState::Deleted {
+        return Err(not_active(
+            name,
+            secret.state,
+            "undelete it before rotating",
+        ));
+    }
+    Ok(())
 }
