@@ -120,7 +120,7 @@ impl Client {
         &self.retry
     }
 
-    /// Runs `op` under this client's retry policy (UNAVAILABLE only), e.g.
+    /// Runs `op` under this client's retry policy (see [`RetryPolicy`]), e.g.
     /// `client.retry(|| async { client.secrets().get_secret(req.clone()).await }).await`.
     pub async fn retry<T, F, Fut>(&self, op: F) -> Result<T, Status>
     where

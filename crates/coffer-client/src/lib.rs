@@ -7,7 +7,8 @@
 //!   every RPC, with an `x-request-id` on every call; [`Client::resolve`] and
 //!   [`Client::resolve_bindings`] for the common reads. Calls made through
 //!   [`Client::retry`] (the convenience methods are) are retried with
-//!   exponential backoff and jitter on UNAVAILABLE only.
+//!   exponential backoff and jitter on UNAVAILABLE, and after the server's
+//!   `RetryInfo` delay on RESOURCE_EXHAUSTED (rate limits, a busy vault).
 //! - [`CachedResolver`]: resolved values kept in memory and invalidated by a
 //!   background WatchSecrets stream, with a TTL while the stream is down and
 //!   a [`CacheEvent`] feed so a service can reload its configuration.

@@ -1,7 +1,12 @@
-//! Retries with exponential backoff and full jitter, on UNAVAILABLE only:
-//! that is the one code that says "nothing happened, try again" (server
-//! down, draining, or unreachable). Every other code is an answer, and a
-//! retry could repeat a mutation or hide a real error.
+//! Retries with exponential backoff and full jitter, on UNAVAILABLE: the
+//! code that says "nothing happened, try again" (server down, draining, or
+//! unreachable); and on RESOURCE_EXHAUSTED when the server says when to come
+//! back (`google.rpc.RetryInfo`, sent with RATE_LIMITED and PROVIDER_BUSY):
+//! the call was refused before it ran, so it is waited for exactly that long
+//! (never longer than `max_backoff`; a later hint is returned as the error).
+//! Every other code is an answer, and a retry could repeat a mutation or
+//! hide a real error. A RetryInfo on UNAVAILABLE stretches the backoff to at
+//! least the server's delay.
 //!
 //! tonic reports a connection that broke under a call (reset, broken pipe)
 //! as UNKNOWN with the transport error as its source; gRPC calls that
@@ -13,8 +18,9 @@ use std::time::Duration;
 
 use rand::Rng;
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
-/// How often and how patiently to retry UNAVAILABLE.
+/// How often and how patiently to retry (see the module docs for what).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 disables retries.
@@ -56,8 +62,9 @@ impl RetryPolicy {
         Duration::from_nanos(rand::rng().random_range(0..=nanos))
     }
 
-    /// Runs `op` until it succeeds, fails with a code other than UNAVAILABLE,
-    /// or `max_attempts` attempts have failed; the last status is returned.
+    /// Runs `op` until it succeeds, fails with a code that is not retried
+    /// (see the module docs), or `max_attempts` attempts have failed; the
+    /// last status is returned.
     pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
@@ -65,19 +72,39 @@ impl RetryPolicy {
     {
         let mut attempt = 1;
         loop {
-            match op().await.map_err(connection_lost_is_unavailable) {
-                Err(status)
-                    if status.code() == Code::Unavailable && attempt < self.max_attempts =>
-                {
-                    let wait = self.backoff(attempt - 1);
-                    tracing::debug!(attempt, ?wait, "coffer unavailable, retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
+            let status = match op().await.map_err(connection_lost_is_unavailable) {
+                Err(status) if attempt < self.max_attempts => status,
                 result => return result,
-            }
+            };
+            let Some(wait) = self.wait_before_retry(&status, attempt - 1) else {
+                return Err(status);
+            };
+            tracing::debug!(attempt, code = ?status.code(), ?wait, "retrying a coffer call");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
+
+    /// How long to wait before retrying after `status` (retry number
+    /// `retry`), or `None` when it is not retried.
+    fn wait_before_retry(&self, status: &Status, retry: u32) -> Option<Duration> {
+        let hint = server_retry_delay(status);
+        match status.code() {
+            Code::Unavailable => Some(hint.map_or_else(
+                || self.backoff(retry),
+                |hint| hint.min(self.max_backoff).max(self.backoff(retry)),
+            )),
+            Code::ResourceExhausted => hint.filter(|hint| *hint <= self.max_backoff),
+            _ => None,
+        }
+    }
+}
+
+/// The delay a status's `google.rpc.RetryInfo` asks for, if it has one.
+pub(crate) fn server_retry_delay(status: &Status) -> Option<Duration> {
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
 }
 
 /// UNAVAILABLE for a call whose connection broke, else `status` as it is.
@@ -119,7 +146,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_unavailable_is_retried_and_attempts_are_bounded() {
+    async fn without_a_hint_only_unavailable_is_retried_and_attempts_are_bounded() {
         assert_eq!(attempts_for(Code::Unavailable, 4).await, 4);
         assert_eq!(attempts_for(Code::Unavailable, 1).await, 1);
         for code in [
@@ -134,6 +161,60 @@ mod tests {
         ] {
             assert_eq!(attempts_for(code, 4).await, 1, "{code:?}");
         }
+    }
+
+    /// A status carrying `google.rpc.RetryInfo`, as the server sends it.
+    fn with_retry_info(code: Code, delay: Duration) -> Status {
+        let details = tonic_types::ErrorDetails::with_retry_info(Some(delay));
+        Status::with_error_details(code, "later", details)
+    }
+
+    /// Attempts and elapsed time of an operation that fails with `status`.
+    async fn run_failing(policy: RetryPolicy, status: Status) -> (u32, Duration) {
+        let calls = AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        let result: Result<(), Status> = policy
+            .run(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let status = Status::with_details(
+                    status.code(),
+                    status.message(),
+                    status.details().to_vec().into(),
+                );
+                async move { Err(status) }
+            })
+            .await;
+        assert_eq!(result.unwrap_err().code(), status.code());
+        (calls.load(Ordering::SeqCst), started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn resource_exhausted_waits_the_servers_retry_info() {
+        let hint = Duration::from_millis(30);
+        let (calls, elapsed) =
+            run_failing(quick(3), with_retry_info(Code::ResourceExhausted, hint)).await;
+        assert_eq!(calls, 1, "a hint beyond max_backoff is not waited for");
+        let patient = RetryPolicy {
+            max_backoff: Duration::from_secs(1),
+            ..quick(3)
+        };
+        let (calls, elapsed_patient) =
+            run_failing(patient, with_retry_info(Code::ResourceExhausted, hint)).await;
+        assert_eq!(calls, 3);
+        assert!(elapsed_patient >= hint * 2, "{elapsed_patient:?}");
+        assert!(elapsed < hint, "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn unavailable_backs_off_at_least_the_servers_hint() {
+        let hint = Duration::from_millis(40);
+        let patient = RetryPolicy {
+            max_backoff: Duration::from_secs(1),
+            ..quick(2)
+        };
+        let (calls, elapsed) = run_failing(patient, with_retry_info(Code::Unavailable, hint)).await;
+        assert_eq!(calls, 2);
+        assert!(elapsed >= hint, "{elapsed:?}");
     }
 
     #[tokio::test]
