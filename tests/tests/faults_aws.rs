@@ -524,3 +524,88 @@ async fn an_endpoint_closing_connections_is_unavailable() {
 async fn a_hanging_endpoint_holds_up_nothing_else_on_postgres() {
     run_fault(Db::Postgres, Fault::Hang).await;
 }
+
+/// Deletes are slower to unwind than rotations: they call the provider
+/// inside the transaction that locks the secret. Twelve of them into a
+/// hanging vault at once (more than the pool's ten connections) take only
+/// the few provider slots; the rest answer PROVIDER_BUSY promptly, and a
+/// local secret keeps resolving and rotating meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_vault_cannot_take_every_connection_on_postgres() {
+    const DELETES: usize = 12;
+    let Some(server) = TestServer::start(Db::Postgres).await else {
+        return;
+    };
+    let moto = MotoServer::start();
+    create_aws_vault(&server, &moto, "aws", "faulty").await;
+    for n in 0..DELETES {
+        create_secret(&server, &format!("doomed-{n}"), VAULT, b"remote").await;
+    }
+    create_secret(&server, "local-key", "", b"local v1").await;
+    let fault = FaultServer::start(Fault::Hang).await;
+    server
+        .vaults()
+        .update_vault(v1::UpdateVaultRequest {
+            vault: Some(v1::Vault {
+                name: VAULT.into(),
+                config: Some(aws_config(&moto, "faulty", fault.endpoint())),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["config".into()],
+            }),
+        })
+        .await
+        .unwrap();
+
+    let deletes: Vec<_> = (0..DELETES)
+        .map(|n| {
+            let mut client = server.secrets();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = client
+                    .delete_secret(v1::DeleteSecretRequest {
+                        name: format!("{PARENT}/secrets/doomed-{n}"),
+                        ..Default::default()
+                    })
+                    .await;
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    let bystander = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for round in 0..3 {
+            let started = Instant::now();
+            assert_eq!(resolve(&server, "local-key").await.unwrap(), b"local v1");
+            rotate(&server, "local-key", b"local v1").await.unwrap();
+            let elapsed = started.elapsed();
+            assert!(elapsed < PROMPT, "round {round}: {elapsed:?}");
+        }
+    };
+    bystander.await;
+    let mut busy = 0;
+    for delete in deletes {
+        let (result, elapsed) = delete.await.unwrap();
+        let status = result.unwrap_err();
+        match reason(&status).as_str() {
+            "PROVIDER_BUSY" => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(elapsed < PROMPT, "busy after {elapsed:?}");
+                busy += 1;
+            }
+            "PROVIDER_UNAVAILABLE" => {
+                assert!(elapsed < OPERATION_TIMEOUT + MARGIN, "{elapsed:?}")
+            }
+            other => panic!("{other}: {status:?}"),
+        }
+    }
+    assert!(
+        busy >= DELETES / 2,
+        "only {busy} of {DELETES} were turned away"
+    );
+    for n in 0..DELETES {
+        let secret = stored_secret(&server, &format!("doomed-{n}")).await;
+        assert_eq!(secret.state, coffer_core::record::SecretState::Active);
+    }
+}

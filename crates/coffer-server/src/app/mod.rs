@@ -67,6 +67,9 @@ struct Inner {
     /// Rotations of one secret in this process, one at a time (see
     /// `rotate_secret`).
     rotations: keyed_lock::KeyedLocks,
+    /// Slots for provider calls made inside a database transaction (see
+    /// `Coffer::provider_slot`).
+    provider_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Every tunable of [`Coffer`], each defaulting to what [`Coffer::new`] uses.
@@ -124,6 +127,7 @@ impl Coffer {
         // Subscribed before the listener starts, so its first notice is heard.
         let metadata = metadata_cache::MetadataCache::new(store.clone(), options.metadata_cache);
         let _listener = store.spawn_commit_listener();
+        let provider_slots = placement::provider_slots(&store);
         Coffer {
             inner: Arc::new(Inner {
                 metadata,
@@ -134,6 +138,7 @@ impl Coffer {
                 watch: watch::WatchHub::new(options.watch),
                 values: value_cache::ValueCache::new(options.value_cache),
                 rotations: keyed_lock::KeyedLocks::default(),
+                provider_slots: Arc::new(tokio::sync::Semaphore::new(provider_slots)),
             }),
         }
     }

@@ -6,15 +6,43 @@
 //! records its own provider and vault, so a secret moved to another vault
 //! (a rotation with a new `vault`) still resolves its older versions where
 //! they were written.
+//!
+//! Deleting, undeleting, purging and destroying call the provider inside
+//! the transaction that holds the secret's row lock: they must not race a
+//! change of the secret (destroyed material cannot come back). So that a
+//! slow vault cannot take every database connection (or, on SQLite, queue
+//! every writer behind the one write lock), such calls into a remote vault
+//! take one of a few process-wide slots first — a quarter of the pool on
+//! PostgreSQL, one on SQLite — and answer PROVIDER_BUSY with a retry delay
+//! when none frees up within [`PROVIDER_SLOT_WAIT`]. Rotations and creates
+//! write before their transaction and take no slot.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use coffer_core::record::{SecretMode, SecretRecord, VaultRecord, VaultState, VersionRecord};
 use coffer_core::{Error, Reason, Result, TenantId, validate};
 use coffer_providers::{RemoveMode, SecretProvider, StoredVersion, VersionContext};
+use coffer_store::{Backend, Store};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::secrets::SecretSource;
 use super::{Coffer, LOCAL_PROVIDER, stored_version, version_context};
+
+/// How long a lifecycle call waits for a provider slot before it answers
+/// PROVIDER_BUSY (it holds a transaction meanwhile, so not long).
+pub(crate) const PROVIDER_SLOT_WAIT: Duration = Duration::from_millis(200);
+
+/// How many transactions may wait on a remote provider at once.
+pub(crate) fn provider_slots(store: &Store) -> usize {
+    match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => {
+            let pool = store.pool_usage().iter().map(|p| p.max).max().unwrap_or(4);
+            usize::try_from(pool / 4).unwrap_or(1).max(1)
+        }
+    }
+}
 
 /// The place a new version is written to.
 #[derive(Debug)]
@@ -211,6 +239,7 @@ impl Coffer {
         versions: &[VersionRecord],
         mode: RemoveMode,
     ) -> Result<()> {
+        let _slot = self.provider_slot(versions).await?;
         for version in versions {
             let Some(material) = &version.material else {
                 continue;
@@ -233,6 +262,7 @@ impl Coffer {
         secret: &SecretRecord,
         versions: &[VersionRecord],
     ) -> Result<()> {
+        let _slot = self.provider_slot(versions).await?;
         for version in versions {
             let Some(material) = &version.material else {
                 continue;
@@ -246,6 +276,32 @@ impl Coffer {
                 .await?;
         }
         Ok(())
+    }
+
+    /// A slot for provider calls about `versions` made inside a transaction
+    /// (see the module docs); none is needed when all of them live in the
+    /// built-in store, which only encrypts and decrypts.
+    pub(crate) async fn provider_slot(
+        &self,
+        versions: &[VersionRecord],
+    ) -> Result<Option<OwnedSemaphorePermit>> {
+        let remote = versions
+            .iter()
+            .any(|v| v.material.is_some() && v.provider != LOCAL_PROVIDER);
+        if !remote {
+            return Ok(None);
+        }
+        let slots = Arc::clone(&self.inner.provider_slots);
+        match tokio::time::timeout(PROVIDER_SLOT_WAIT, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            // Nothing closes the semaphore; a closed one is busy too.
+            Ok(Err(_)) | Err(_) => Err(Error::new(
+                coffer_core::ErrorCode::ResourceExhausted,
+                Reason::ProviderBusy,
+                "too many deletes, undeletes, purges or destroys are waiting on remote vaults; retry later",
+            )
+            .with_retry_delay(Duration::from_secs(1))),
+        }
     }
 
     /// A version's client for lifecycle operations: unlike resolution these

@@ -388,6 +388,7 @@ impl Coffer {
         let Some(material) = &version.material else {
             return Ok(());
         };
+        let _slot = self.provider_slot(std::slice::from_ref(version)).await?;
         self.remote_client(secret, version)
             .await?
             .destroy_version(
