@@ -1,8 +1,10 @@
 //! Request rate limits and the per-vault bound on concurrent provider calls,
 //! against a real server: a principal over its rate gets RESOURCE_EXHAUSTED
 //! (RATE_LIMITED, RetryInfo, `retry-after`) while another is unaffected and
-//! health is never limited; a vault whose concurrency bound is reached
-//! answers PROVIDER_BUSY while calls that need no provider still answer.
+//! health is never limited; a role's rate holds the principals granted that
+//! role (in any tenant, following policy reloads) and nobody else; a vault
+//! whose concurrency bound is reached answers PROVIDER_BUSY while calls that
+//! need no provider still answer.
 //!
 //! The slow provider is a real `SecretProvider` (the built-in encrypted
 //! store) whose resolves take longer, registered in the server's registry:
@@ -10,12 +12,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coffer_core::authz::Role;
 use coffer_crypto::Keyring;
 use coffer_proto::v1;
 use coffer_proto::v1::secrets_service_client::SecretsServiceClient;
@@ -61,6 +64,8 @@ struct Server {
     health_addr: SocketAddr,
     metrics_addr: SocketAddr,
     tls: Option<(pki::TestPki, tempfile::TempDir)>,
+    /// The mTLS settings and policy the server runs with, for reloads.
+    mtls: Option<Mtls>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _db: tempfile::TempDir,
@@ -68,6 +73,8 @@ struct Server {
 
 struct Setup {
     mtls: bool,
+    /// The policy file's text (mTLS only).
+    policy: &'static str,
     rate_limits: RateLimits,
     provider_limits: ProviderLimits,
     /// How long each resolve of the built-in store takes.
@@ -122,7 +129,7 @@ impl Server {
             std::fs::write(path("server.pem"), &server.cert).unwrap();
             std::fs::write(path("server.key"), &server.key).unwrap();
             std::fs::write(path("ca.pem"), &pki.ca_pem).unwrap();
-            std::fs::write(path("policy.toml"), POLICY).unwrap();
+            std::fs::write(path("policy.toml"), setup.policy).unwrap();
             let mtls = Mtls::load(MtlsFiles {
                 tls: TlsFiles {
                     cert_file: path("server.pem"),
@@ -132,9 +139,13 @@ impl Server {
                 policy_file: path("policy.toml"),
             })
             .unwrap();
-            (ServeOptions::mtls(&mtls), Some((pki, dir)))
+            (ServeOptions::mtls(&mtls), Some((pki, dir, mtls)))
         } else {
             (ServeOptions::dev(), None)
+        };
+        let (tls, mtls) = match tls {
+            Some((pki, dir, mtls)) => (Some((pki, dir)), Some(mtls)),
+            None => (None, None),
         };
         options.rate_limits = setup.rate_limits;
         let health_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,6 +169,7 @@ impl Server {
             health_addr,
             metrics_addr,
             tls,
+            mtls,
             shutdown: Some(tx),
             task: Some(task),
             _db: db,
@@ -188,6 +200,15 @@ impl Server {
 
     fn secrets(&self, principal: &str) -> SecretsServiceClient<Channel> {
         SecretsServiceClient::new(self.channel(principal))
+    }
+
+    /// Rewrites the policy file and reloads it, as SIGHUP does.
+    fn reload_policy(&self, policy: &str) {
+        let (Some((_, dir)), Some(mtls)) = (&self.tls, &self.mtls) else {
+            panic!("only an mTLS server has a policy file");
+        };
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        mtls.reload().unwrap();
     }
 
     async fn stop(mut self) {
@@ -270,6 +291,7 @@ async fn a_principal_over_its_rate_is_refused_others_and_health_are_not() {
     overrides.insert(OTHER.to_owned(), rate(1000.0, 1000));
     let server = Server::start(Setup {
         mtls: true,
+        policy: POLICY,
         rate_limits: RateLimits {
             default: Some(rate(4.0, 3)),
             principals: overrides,
@@ -349,11 +371,112 @@ async fn a_principal_over_its_rate_is_refused_others_and_health_are_not() {
     server.stop().await;
 }
 
+/// LIMITED is a viewer, OTHER an admin, both of acme.
+const ROLE_POLICY: &str = r#"
+[[grant]]
+principal = "spiffe://test/limited"
+tenants = ["acme"]
+roles = ["viewer"]
+
+[[grant]]
+principal = "spiffe://test/other"
+tenants = ["acme"]
+roles = ["admin"]
+"#;
+
+/// ROLE_POLICY, and OTHER is also a viewer of another tenant.
+const ROLE_POLICY_RELOADED: &str = r#"
+[[grant]]
+principal = "spiffe://test/limited"
+tenants = ["acme"]
+roles = ["viewer"]
+
+[[grant]]
+principal = "spiffe://test/other"
+tenants = ["acme"]
+roles = ["admin"]
+
+[[grant]]
+principal = "spiffe://test/other"
+tenants = ["globex"]
+roles = ["viewer"]
+"#;
+
+/// Calls `list` until one is refused; the number that passed, and the
+/// refusal (at most `max` calls).
+async fn calls_until_refused(
+    client: &mut SecretsServiceClient<Channel>,
+    max: usize,
+) -> (usize, Option<tonic::Status>) {
+    for passed in 0..max {
+        if let Err(err) = client.list_secrets(list()).await {
+            return (passed, Some(err));
+        }
+    }
+    (max, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roles_rate_limits_its_holders_only_and_follows_reloads() {
+    // Only the viewer role has a rate; no default. One token per 5 s, so
+    // nothing refills while a test call or two runs.
+    let server = Server::start(Setup {
+        mtls: true,
+        policy: ROLE_POLICY,
+        rate_limits: RateLimits {
+            roles: BTreeMap::from([(Role::Viewer, rate(0.2, 2))]),
+            ..RateLimits::default()
+        },
+        provider_limits: no_provider_bound(),
+        resolve_delay: Duration::ZERO,
+        pool_size: 4,
+    })
+    .await;
+
+    // The viewer gets the viewer burst, then RATE_LIMITED.
+    let mut limited = server.secrets(LIMITED);
+    let (passed, refused) = calls_until_refused(&mut limited, 10).await;
+    assert_eq!(passed, 2, "the viewer role's burst");
+    let refused = refused.expect("the viewer is limited");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(reason(&refused), "RATE_LIMITED");
+    let (delay, after) = retry_hints(&refused);
+    // One token at 0.2/s is at most 5 s away.
+    assert!(
+        delay > Duration::from_secs(4) && delay <= Duration::from_secs(5),
+        "{delay:?}"
+    );
+    assert_eq!(after, 5);
+
+    // The admin holds no rated role and there is no default: unlimited.
+    let mut other = server.secrets(OTHER);
+    let (passed, refused) = calls_until_refused(&mut other, 30).await;
+    assert_eq!(passed, 30, "the admin was limited: {refused:?}");
+
+    // A reload that makes OTHER a viewer of another tenant puts it under
+    // the viewer rate on every call (the limiter cannot know the tenant),
+    // with a fresh bucket of the viewer's burst.
+    server.reload_policy(ROLE_POLICY_RELOADED);
+    let (passed, refused) = calls_until_refused(&mut other, 10).await;
+    assert_eq!(passed, 2, "the reload did not reach the limiter");
+    assert_eq!(reason(&refused.unwrap()), "RATE_LIMITED");
+    // The viewer's bucket was not refilled by the reload.
+    let err = limited.list_secrets(list()).await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+
+    // And back: without the viewer grant OTHER is unlimited again.
+    server.reload_policy(ROLE_POLICY);
+    let (passed, _) = calls_until_refused(&mut other, 30).await;
+    assert_eq!(passed, 30);
+    server.stop().await;
+}
+
 /// In dev mode the implicit admin is a principal like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dev_admin_is_limited_when_configured() {
     let server = Server::start(Setup {
         mtls: false,
+        policy: POLICY,
         rate_limits: RateLimits {
             default: Some(rate(0.5, 1)),
             ..RateLimits::default()
@@ -391,6 +514,7 @@ async fn the_dev_admin_is_limited_when_configured() {
 async fn without_limits_nobody_is_limited() {
     let server = Server::start(Setup {
         mtls: false,
+        policy: POLICY,
         rate_limits: RateLimits::default(),
         provider_limits: no_provider_bound(),
         resolve_delay: Duration::ZERO,
@@ -408,6 +532,7 @@ async fn without_limits_nobody_is_limited() {
 async fn a_busy_vault_answers_provider_busy_and_the_rest_keeps_answering() {
     let server = Server::start(Setup {
         mtls: false,
+        policy: POLICY,
         rate_limits: RateLimits::default(),
         provider_limits: ProviderLimits {
             concurrency_per_vault: Some(1),

@@ -3,7 +3,7 @@
 //! principal on tenants) that decides. Parsing the policy file's text and
 //! enforcing decisions happen in the server; this module only decides.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Deserialize;
@@ -255,6 +255,31 @@ impl Policy {
             .collect()
     }
 
+    /// Every role `principal` holds on any tenant (a `*` grant or a named
+    /// one), across all grants. For decisions made before the tenant of a
+    /// call is known, such as its request rate; never for access, which is
+    /// always decided per tenant by [`Policy::decide`].
+    pub fn roles_anywhere(&self, principal: &Principal) -> BTreeSet<Role> {
+        self.grants
+            .iter()
+            .filter(|g| g.principal == *principal)
+            .flat_map(|g| g.roles.iter().copied())
+            .collect()
+    }
+
+    /// Every principal the policy names, each with [`Policy::roles_anywhere`]
+    /// of it, computed in one pass over the grants.
+    pub fn roles_by_principal(&self) -> BTreeMap<&str, BTreeSet<Role>> {
+        let mut by_principal: BTreeMap<&str, BTreeSet<Role>> = BTreeMap::new();
+        for grant in &self.grants {
+            by_principal
+                .entry(grant.principal.as_str())
+                .or_default()
+                .extend(grant.roles.iter().copied());
+        }
+        by_principal
+    }
+
     /// Decides whether `principal` may use `permission` on `tenant`.
     pub fn decide(
         &self,
@@ -389,6 +414,46 @@ mod tests {
         assert!(policy(&[("a", &["*", "acme"], &[Role::Viewer])]).is_err());
         let err = policy(&[("a", &["Not Valid"], &[Role::Viewer])]).unwrap_err();
         assert!(err.to_string().contains("tenant"), "{err}");
+    }
+
+    #[test]
+    fn roles_anywhere_unites_every_tenant_and_grant() {
+        let p = policy(&[
+            ("spiffe://corp/ci", &["acme"], &[Role::Viewer]),
+            (
+                "spiffe://corp/ci",
+                &["globex", "initech"],
+                &[Role::Resolver],
+            ),
+            ("spiffe://corp/ci", &["acme"], &[Role::Viewer, Role::Editor]),
+            ("ops", &["*"], &[Role::Admin]),
+        ])
+        .unwrap();
+        let ci = Principal::new("spiffe://corp/ci");
+        let expected = BTreeSet::from([Role::Editor, Role::Viewer, Role::Resolver]);
+        assert_eq!(p.roles_anywhere(&ci), expected);
+        // Per tenant, only that tenant's grants count.
+        assert_eq!(
+            p.roles(&ci, &tenant("globex")),
+            BTreeSet::from([Role::Resolver])
+        );
+        assert_eq!(
+            p.roles_anywhere(&Principal::new("ops")),
+            BTreeSet::from([Role::Admin])
+        );
+        // Exact match only; an unknown principal holds nothing.
+        assert!(p.roles_anywhere(&Principal::new("OPS")).is_empty());
+        assert!(p.roles_anywhere(&Principal::new("nobody")).is_empty());
+        // The one-pass map agrees with the per-principal answer.
+        let all = p.roles_by_principal();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all["spiffe://corp/ci"], expected);
+        assert_eq!(all["ops"], BTreeSet::from([Role::Admin]));
+        assert!(Policy::default().roles_by_principal().is_empty());
+        assert_eq!(
+            Policy::dev().roles_anywhere(&Principal::dev_admin()),
+            BTreeSet::from([Role::Admin])
+        );
     }
 
     #[test]

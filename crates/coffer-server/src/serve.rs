@@ -277,7 +277,8 @@ pub async fn serve(
 
     // Size limits live on the generated servers; the rate limiter wraps
     // them inside the authenticating interceptor, so it sees the principal.
-    let limiter = RateLimiter::new(options.rate_limits);
+    // It reads role grants from the same live policy as the handlers.
+    let limiter = RateLimiter::new(options.rate_limits, options.policy.clone());
     let methods = served_methods();
     let secrets = InterceptedService::new(
         RateLimited::new(
