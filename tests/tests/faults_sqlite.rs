@@ -2,15 +2,28 @@
 //! small tmpfs the test mounts, which is then filled to the last byte. Writes
 //! must fail with UNAVAILABLE (DATABASE_UNAVAILABLE), never INTERNAL and
 //! never a panic or a hang; reads of existing secrets keep working; health
-//! says what it measures (the database answers reads); and once space is back
-//! the same server takes writes again without a restart, every write that
-//! was acknowledged is there with its value, and the audit chain verifies.
+//! turns NOT_SERVING once a write failed for lack of space (every audited
+//! call, resolves included, fails then); and once space is back the same
+//! server reports SERVING and takes writes again without a restart, every
+//! write that was acknowledged is there with its value, and the audit chain
+//! verifies.
 //!
-//! Mounting needs CAP_SYS_ADMIN: without it the test says so and passes,
-//! unless COFFER_TEST_REQUIRE_MOUNT is set. A read-only database is not
-//! injected: the test runs as root (permissions do not bind it), and
-//! `chattr +i` or a read-only remount do not reach the file descriptors the
-//! pool already holds open.
+//! A read-only database: the server's directory is reached through a bind
+//! mount that is remounted read-only while no server holds the file (Linux
+//! refuses to make a mount read-only while a file on it is open for
+//! writing, so it cannot happen under a running pool, nor does `chattr +i`
+//! reach open descriptors; the test runs as root, so permissions do not bind
+//! it). With no other process holding the database, SQLite cannot create
+//! the WAL's `-shm` file and even opening fails: a clear UNAVAILABLE at
+//! start. With another process holding it open through a writable path (a
+//! backup, the migration CLI, an old replica), a server starts read-only:
+//! writes and resolves answer UNAVAILABLE saying the database cannot be
+//! written, metadata reads work, health is NOT_SERVING; once the mount is
+//! writable again the same server takes writes, and nothing acknowledged is
+//! lost and `PRAGMA integrity_check` is clean.
+//!
+//! Mounting needs CAP_SYS_ADMIN: without it the tests say so and pass,
+//! unless COFFER_TEST_REQUIRE_MOUNT is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use coffer_proto::v1;
 use coffer_server::app::CofferOptions;
+use coffer_store::{Store, StoreOptions};
 use coffer_tests::{TestServer, reason, wait_until};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -64,6 +78,82 @@ impl Drop for SmallFs {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// Mounts a small tmpfs, or `None` (after a SKIPPED note) when this process
+/// may not mount and COFFER_TEST_REQUIRE_MOUNT is unset.
+fn mount_or_skip(size: &str) -> Option<SmallFs> {
+    match SmallFs::mount(size) {
+        Ok(fs) => Some(fs),
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs ({why}); run as root to test this");
+            assert!(
+                std::env::var_os("COFFER_TEST_REQUIRE_MOUNT").is_none(),
+                "COFFER_TEST_REQUIRE_MOUNT is set but a tmpfs cannot be mounted: {why}"
+            );
+            None
+        }
+    }
+}
+
+/// A second view of a directory (`mount --bind`) whose read-only flag the
+/// test flips; the files stay writable through the original path.
+struct BindMount {
+    dir: tempfile::TempDir,
+}
+
+impl BindMount {
+    fn of(source: &Path) -> BindMount {
+        let dir = tempfile::tempdir().unwrap();
+        run_mount(&[
+            "--bind",
+            &source.display().to_string(),
+            &dir.path().display().to_string(),
+        ]);
+        BindMount { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn set_read_only(&self, read_only: bool) {
+        let flags = if read_only {
+            "remount,bind,ro"
+        } else {
+            "remount,bind,rw"
+        };
+        run_mount(&["-o", flags, &self.dir.path().display().to_string()]);
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn run_mount(args: &[&str]) {
+    let output = Command::new("mount").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "mount {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
+
+/// Polls overall health until it is `want`; how long that took.
+async fn wait_health(server: &TestServer, want: ServingStatus, within: Duration) -> Duration {
+    let started = Instant::now();
+    wait_until(within, || async {
+        server.health_status("").await == Some(want)
+    })
+    .await
+    .unwrap_or_else(|()| panic!("health did not become {want:?} within {within:?}"));
+    started.elapsed()
 }
 
 /// Fills the filesystem holding `path` with a ballast file until ENOSPC.
@@ -156,18 +246,8 @@ fn check_refusal(what: &str, status: &tonic::Status) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
-    let fs = match SmallFs::mount("8m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED: cannot mount a small tmpfs ({why}); run as root to test a full disk"
-            );
-            assert!(
-                std::env::var_os("COFFER_TEST_REQUIRE_MOUNT").is_none(),
-                "COFFER_TEST_REQUIRE_MOUNT is set but a tmpfs cannot be mounted: {why}"
-            );
-            return;
-        }
+    let Some(fs) = mount_or_skip("8m") else {
+        return;
     };
     let started = Instant::now();
     let db_path: PathBuf = fs.path().join("coffer.db");
@@ -291,15 +371,16 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
         .len();
     // Checked after recovery, with the rest; here only that listing answers.
     let listed_during = listed;
-    // Health reports whether the database answers, and it does (reads).
-    let health = tokio::time::timeout(Duration::from_secs(3), server.health_status(""))
-        .await
-        .expect("health on a full disk hung");
-    assert_eq!(health, Some(ServingStatus::Serving));
+    // Reads answer, but every audited call fails: health says so, probing
+    // with a write once one failed for lack of space.
+    let not_serving_after =
+        wait_health(&server, ServingStatus::NotServing, Duration::from_secs(5)).await;
 
-    // Space back: the same server takes writes again.
+    // Space back: health comes back on its own, and the same server takes
+    // writes again.
     std::fs::remove_file(&ballast).unwrap();
     let recovered = Instant::now();
+    let serving_after = wait_health(&server, ServingStatus::Serving, Duration::from_secs(10)).await;
     let mut n = 0;
     wait_until(Duration::from_secs(10), || {
         n += 1;
@@ -347,7 +428,9 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
     let summary = format!(
         "full disk: ballast {filled} B, writes attempted {attempted}, refused {refused} ({refusals:?}), \
          resolves ok {reads_ok} refused {reads_refused:?} stale {}, acknowledged {} lost {}, \
-         writes back after {recovery:?}, listed during {listed_during}, audit chain {report:?}, total {:?}",
+         writes back after {recovery:?}, listed during {listed_during}, health NOT_SERVING after \
+         {not_serving_after:?} and SERVING again {serving_after:?} after space came back, \
+         audit chain {report:?}, total {:?}",
         stale_reads.len(),
         acknowledged.len(),
         lost.len(),
@@ -365,4 +448,179 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
     assert_eq!(report.first_broken_seq, None, "{report:?}");
     assert!(report.checked > 0, "{report:?}");
     server.stop().await;
+}
+
+/// Starts a server on a read-only view of its database. See the module docs
+/// for what happens with and without another process holding the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_refuses_writes_cleanly_and_loses_nothing() {
+    let Some(fs) = mount_or_skip("16m") else {
+        return;
+    };
+    let view = BindMount::of(fs.path());
+    let writable_url = format!("sqlite://{}", fs.path().join("coffer.db").display());
+
+    // Acknowledged writes, made through the view while it is writable.
+    let first =
+        TestServer::start_sqlite_at(&view.path().join("coffer.db"), CofferOptions::default()).await;
+    let mut acknowledged: Vec<(String, Vec<u8>)> = Vec::new();
+    for n in 0..4 {
+        let key = format!("before-{n}");
+        let value = value_of(&key, 1, 256);
+        first
+            .secrets()
+            .create_secret(local_secret(&key, &value))
+            .await
+            .unwrap();
+        acknowledged.push((key, value));
+    }
+    let value = value_of("before-0", 2, 256);
+    first
+        .secrets()
+        .rotate_secret(v1::RotateSecretRequest {
+            name: format!("{PARENT}/secrets/before-0"),
+            source: Some(v1::rotate_secret_request::Source::Value(value.clone())),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    acknowledged[0].1 = value;
+    // Stop it and close every handle on the view: only then may the mount
+    // turn read-only.
+    let mut first = first;
+    first.begin_shutdown();
+    first.wait_stopped(Duration::from_secs(30)).await.unwrap();
+    first.store.close().await.unwrap();
+    view.set_read_only(true);
+
+    // Nobody holds the database: SQLite cannot create the WAL index, and
+    // opening fails with a clear UNAVAILABLE (not a panic, not INTERNAL).
+    let err = tokio::time::timeout(
+        CALL_BOUND,
+        Store::connect(&first.database_url, StoreOptions::default()),
+    )
+    .await
+    .expect("opening a read-only database hung")
+    .expect_err("a database on a read-only mount without its WAL files opened");
+    assert_eq!(err.code(), coffer_core::ErrorCode::Unavailable, "{err:?}");
+
+    // Another process holds it open through the writable path (its WAL
+    // files exist): a server on the read-only view starts read-only.
+    let keeper = Store::connect(&writable_url, StoreOptions::default())
+        .await
+        .unwrap();
+    let server = first.start_replica_with(CofferOptions::default()).await;
+    let mut secrets = server.secrets();
+
+    let key = "during-create".to_owned();
+    let value = value_of(&key, 1, 256);
+    let create = tokio::time::timeout(
+        CALL_BOUND,
+        secrets.create_secret(local_secret(&key, &value)),
+    )
+    .await
+    .expect("a create on a read-only database hung");
+    let rotate = tokio::time::timeout(
+        CALL_BOUND,
+        secrets.rotate_secret(v1::RotateSecretRequest {
+            name: format!("{PARENT}/secrets/before-1"),
+            source: Some(v1::rotate_secret_request::Source::Value(value_of(
+                "before-1", 2, 256,
+            ))),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("a rotate on a read-only database hung");
+    let resolved = tokio::time::timeout(CALL_BOUND, resolve(&server, "before-2"))
+        .await
+        .expect("a resolve on a read-only database hung");
+    for (what, status) in [
+        ("create", create.map(|_| ()).unwrap_err()),
+        ("rotate", rotate.map(|_| ()).unwrap_err()),
+        ("resolve", resolved.map(|_| ()).unwrap_err()),
+    ] {
+        check_refusal(&format!("{what} on a read-only database"), &status);
+        assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+        assert!(
+            status.message().contains("cannot be written"),
+            "{what}: the message does not say the database cannot be written: {status:?}"
+        );
+    }
+    // Metadata reads need no write.
+    let got = secrets
+        .get_secret(v1::GetSecretRequest {
+            name: format!("{PARENT}/secrets/before-3"),
+        })
+        .await
+        .expect("get on a read-only database")
+        .into_inner();
+    assert_eq!(got.name, format!("{PARENT}/secrets/before-3"));
+    let listed = secrets
+        .list_secrets(v1::ListSecretsRequest {
+            parent: PARENT.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list on a read-only database")
+        .into_inner()
+        .secrets
+        .len();
+    assert_eq!(listed, acknowledged.len());
+    let not_serving_after =
+        wait_health(&server, ServingStatus::NotServing, Duration::from_secs(5)).await;
+
+    // Writable again: the same server, without a restart.
+    view.set_read_only(false);
+    let serving_after = wait_health(&server, ServingStatus::Serving, Duration::from_secs(10)).await;
+    let key = "after".to_owned();
+    let value = value_of(&key, 1, 256);
+    secrets
+        .create_secret(local_secret(&key, &value))
+        .await
+        .expect("a create once the database is writable again");
+    acknowledged.push((key, value));
+    let value = value_of("before-1", 3, 256);
+    secrets
+        .rotate_secret(v1::RotateSecretRequest {
+            name: format!("{PARENT}/secrets/before-1"),
+            source: Some(v1::rotate_secret_request::Source::Value(value.clone())),
+            ..Default::default()
+        })
+        .await
+        .expect("a rotate once the database is writable again");
+    acknowledged[1].1 = value;
+
+    let mut lost = Vec::new();
+    for (key, value) in &acknowledged {
+        match resolve(&server, key).await {
+            Ok(got) if got == *value => {}
+            Ok(got) => lost.push(format!(
+                "{key}: acknowledged {}, resolved {}",
+                label(value),
+                label(&got)
+            )),
+            Err(status) => lost.push(format!(
+                "{key}: acknowledged {}, resolve {status:?}",
+                label(value)
+            )),
+        }
+    }
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    // The refused create left nothing behind.
+    let refused = resolve(&server, "during-create").await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    let tenant = coffer_core::TenantId::parse("acme", "tenant").unwrap();
+    let report = server.coffer.verify_audit_chain(&tenant).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+    let problems = keeper.integrity_check().await.unwrap();
+    assert!(problems.is_empty(), "integrity_check: {problems:?}");
+    eprintln!(
+        "read-only database: health NOT_SERVING after {not_serving_after:?}, SERVING again \
+         {serving_after:?} after the mount turned writable, acknowledged {} lost 0, audit chain {report:?}",
+        acknowledged.len()
+    );
+    server.stop().await;
+    keeper.close().await.unwrap();
 }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use coffer_core::{Error, Result};
@@ -18,7 +19,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use crate::error::db_err;
+use crate::error::{db_err, is_cannot_write};
 use crate::notify::{CommitNotice, RemoteCommits};
 use crate::tx::WriteTx;
 use tokio::sync::broadcast;
@@ -41,8 +42,14 @@ pub struct StoreOptions {
     /// How long a caller may wait for a pooled connection.
     pub acquire_timeout: Duration,
     /// How long SQLite waits on a lock held by another process (e.g. the
-    /// migration CLI) before answering busy.
+    /// migration CLI) before answering busy. SQLite has no statement
+    /// timeout: this bounds its lock waits, the only waits it has.
     pub sqlite_busy_timeout: Duration,
+    /// PostgreSQL only: the server cancels any statement of the pool's
+    /// connections that runs longer (a lock wait included), and the call
+    /// answers `Unavailable`. `Duration::ZERO` turns it off. Migrations run
+    /// on a connection of their own without it.
+    pub statement_timeout: Duration,
     /// Log every statement through `tracing` (noisy; for debugging).
     pub log_statements: bool,
 }
@@ -56,6 +63,9 @@ impl Default for StoreOptions {
             // well inside a client's deadline instead of hanging the call.
             acquire_timeout: Duration::from_secs(1),
             sqlite_busy_timeout: Duration::from_secs(5),
+            // Longer than any statement Coffer issues takes on a healthy
+            // database, shorter than a client's usual deadline.
+            statement_timeout: Duration::from_secs(5),
             log_statements: false,
         }
     }
@@ -95,6 +105,13 @@ pub struct Store {
     pub(crate) instance: Arc<str>,
     /// PostgreSQL only: the LISTEN side of cross-replica notices.
     pub(crate) remote: Option<RemoteCommits>,
+    /// Set when a write transaction failed because the database cannot be
+    /// written (full disk, read-only file, I/O error: at BEGIN or COMMIT),
+    /// or any of its statements failed with an `Unavailable` error;
+    /// cleared by a successful [`Store::probe_write`]. Reads may still work
+    /// then, so a read ping alone would report a server that refuses every
+    /// audited call as healthy.
+    pub(crate) write_blocked: Arc<AtomicBool>,
 }
 
 /// How many commit notices a slow subscriber may lag behind before it is
@@ -117,9 +134,10 @@ impl Store {
         if url.starts_with("sqlite:") {
             Self::connect_sqlite(url, &options).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = Database::connect(pool_options(url, &options, options.max_connections))
-                .await
-                .map_err(db_err)?;
+            let mut opts = pool_options(url, &options, options.max_connections);
+            let timeout = options.statement_timeout;
+            opts.map_sqlx_postgres_opts(move |pg| with_statement_timeout(pg, timeout));
+            let pool = Database::connect(opts).await.map_err(db_err)?;
             let remote = RemoteCommits::new(pool.get_postgres_connection_pool());
             Ok(Store::assemble(
                 pool.clone(),
@@ -179,6 +197,7 @@ impl Store {
             commits: broadcast::channel(COMMIT_NOTICES).0,
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
             remote,
+            write_blocked: Arc::default(),
         }
     }
 
@@ -188,13 +207,50 @@ impl Store {
 
     /// Applies every pending migration (a no-op when none is pending).
     pub async fn migrate_up(&self) -> Result<()> {
-        Migrator::up(&self.write, None).await.map_err(db_err)
+        let Some(untimed) = self.untimed_postgres().await? else {
+            return Migrator::up(&self.write, None).await.map_err(db_err);
+        };
+        let result = Migrator::up(&untimed, None).await.map_err(db_err);
+        let _ = untimed.close().await;
+        result
     }
 
     /// Reverts the last `steps` applied migrations (all of them with `None`).
     /// For operators and tests; the server never migrates down.
     pub async fn migrate_down(&self, steps: Option<u32>) -> Result<()> {
-        Migrator::down(&self.write, steps).await.map_err(db_err)
+        let Some(untimed) = self.untimed_postgres().await? else {
+            return Migrator::down(&self.write, steps).await.map_err(db_err);
+        };
+        let result = Migrator::down(&untimed, steps).await.map_err(db_err);
+        let _ = untimed.close().await;
+        result
+    }
+
+    /// PostgreSQL: a one-connection pool like the shared one but without a
+    /// statement timeout, for migrations. A schema change on a big table or
+    /// one that waits for a lock may take longer than any request should,
+    /// and a migration cut in the middle fails the start. `None` on SQLite,
+    /// which has no statement timeout to lift.
+    async fn untimed_postgres(&self) -> Result<Option<DatabaseConnection>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let shared = self.write.get_postgres_connection_pool();
+        // Later `-c` settings win over the pool's own.
+        let options = with_statement_timeout((*shared.connect_options()).clone(), Duration::ZERO);
+        let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(shared.options().get_acquire_timeout())
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                db_err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+                    e.into(),
+                )))
+            })?;
+        Ok(Some(
+            sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
+        ))
     }
 
     /// Every known migration, oldest first, and whether it has been applied.
@@ -221,6 +277,67 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a write failed because the database cannot be written and
+    /// no write has succeeded since (see [`Store::probe_write`]).
+    pub fn write_blocked(&self) -> bool {
+        self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// A small real write, for health while [`Store::write_blocked`]: one
+    /// write transaction that changes a row of the migration bookkeeping
+    /// table and changes it back. The data ends as it was, but the page is
+    /// written (the WAL on SQLite, a new row version on PostgreSQL): an
+    /// UPDATE that changes nothing would be skipped by SQLite and prove
+    /// nothing. Clears the flag when it commits, sets it when the database
+    /// cannot be written.
+    pub async fn probe_write(&self) -> Result<()> {
+        const TOUCH: &str = "UPDATE seaql_migrations SET applied_at = -applied_at - 1 \
+             WHERE version = (SELECT MAX(version) FROM seaql_migrations)";
+        let tx = self.begin().await?;
+        for _ in 0..2 {
+            tx.txn
+                .execute_raw(Statement::from_string(
+                    self.write.get_database_backend(),
+                    TOUCH,
+                ))
+                .await
+                .map_err(|err| {
+                    if is_cannot_write(&err) {
+                        self.write_blocked.store(true, Ordering::Relaxed);
+                    }
+                    tx.failed(db_err(err))
+                })?;
+        }
+        tx.commit().await?;
+        self.write_blocked.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// SQLite: what `PRAGMA integrity_check` finds wrong in the database
+    /// file, empty when it is sound. PostgreSQL has no equivalent and
+    /// answers empty. For operators and fault tests.
+    pub async fn integrity_check(&self) -> Result<Vec<String>> {
+        if self.backend != Backend::Sqlite {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .read
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA integrity_check",
+            ))
+            .await
+            .map_err(db_err)?;
+        let mut problems = Vec::new();
+        for row in rows {
+            let line: String = row.try_get_by_index(0).map_err(db_err)?;
+            if line != "ok" {
+                problems.push(line);
+            }
+        }
+        Ok(problems)
+    }
+
     /// A snapshot of every pool's connections: SQLite's read and write
     /// pools (the same pool twice for an in-memory database), or
     /// PostgreSQL's one pool. Reads counters only; never waits.
@@ -239,12 +356,18 @@ impl Store {
         if self.backend == Backend::Sqlite {
             self.discard_stuck_sqlite_writer().await?;
         }
-        let txn = self.write.begin().await.map_err(db_err)?;
+        let txn = self.write.begin().await.map_err(|err| {
+            if is_cannot_write(&err) {
+                self.write_blocked.store(true, Ordering::Relaxed);
+            }
+            db_err(err)
+        })?;
         Ok(WriteTx::new(
             txn,
             self.backend,
             self.commits.clone(),
             self.instance.clone(),
+            self.write_blocked.clone(),
         ))
     }
 
@@ -256,6 +379,11 @@ impl Store {
     /// nest as a savepoint that never commits — acknowledged writes lost
     /// (found by tests/tests/faults_sqlite.rs). A fresh connection starts
     /// clean. The ping runs after any rollback a dropped transaction queued.
+    ///
+    /// While the store cannot write ([`Store::write_blocked`]) the
+    /// connection is reopened before every transaction too: SQLite opens a
+    /// file it may not write read-only and stays so, and only a new
+    /// connection notices that the file or filesystem is writable again.
     async fn discard_stuck_sqlite_writer(&self) -> Result<()> {
         use sea_orm::sqlx::Connection;
         let mut conn = self
@@ -269,10 +397,12 @@ impl Store {
                 )))
             })?;
         let stuck = conn.ping().await.is_err() || conn.is_in_transaction();
-        if stuck {
-            tracing::warn!(
-                "the SQLite write connection was left inside a failed transaction; reopening it"
-            );
+        if stuck || self.write_blocked() {
+            if stuck {
+                tracing::warn!(
+                    "the SQLite write connection was left inside a failed transaction; reopening it"
+                );
+            }
             // Closing a broken connection may fail; it is gone either way.
             let _ = conn.close().await;
         }
@@ -310,6 +440,16 @@ fn pool_options(url: &str, options: &StoreOptions, max_connections: u32) -> Conn
         .acquire_timeout(options.acquire_timeout)
         .sqlx_logging(options.log_statements);
     opts
+}
+
+/// Sets PostgreSQL's `statement_timeout` for every connection at its start
+/// (a startup option, so no extra round trip and no pooled connection
+/// without it); zero turns it off.
+fn with_statement_timeout(
+    options: sea_orm::sqlx::postgres::PgConnectOptions,
+    timeout: Duration,
+) -> sea_orm::sqlx::postgres::PgConnectOptions {
+    options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))])
 }
 
 fn usage<DB: sea_orm::sqlx::Database>(

@@ -13,13 +13,31 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use coffer_core::{Error, Result, TenantId};
+use coffer_core::{Error, ErrorCode, Result, TenantId};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use tokio::sync::broadcast;
 
 use crate::conn::Backend;
-use crate::error::db_err;
+use crate::error::{db_err, is_cannot_write};
 use crate::notify::{COMMIT_CHANNEL, CommitNotice, payload};
+
+/// An error a `WriteTx` statement fails with, mapped or not yet mapped.
+pub(crate) trait TxFailure {
+    /// Whether it maps to `Unavailable`.
+    fn is_unavailable(&self) -> bool;
+}
+
+impl TxFailure for Error {
+    fn is_unavailable(&self) -> bool {
+        self.code() == ErrorCode::Unavailable
+    }
+}
+
+impl TxFailure for sea_orm::DbErr {
+    fn is_unavailable(&self) -> bool {
+        crate::error::is_unavailable(self)
+    }
+}
 
 /// A write transaction. Commit with [`WriteTx::commit`]; dropping it rolls back.
 pub struct WriteTx {
@@ -32,6 +50,10 @@ pub struct WriteTx {
     commits: broadcast::Sender<CommitNotice>,
     /// The store's id in PostgreSQL commit notices.
     instance: Arc<str>,
+    /// The store's "cannot write" flag (see `Store::write_blocked`), set
+    /// when COMMIT fails for a full disk or a read-only database, or a
+    /// statement fails with an `Unavailable` error (see [`WriteTx::failed`]).
+    write_blocked: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for WriteTx {
@@ -49,6 +71,7 @@ impl WriteTx {
         backend: Backend,
         commits: broadcast::Sender<CommitNotice>,
         instance: Arc<str>,
+        write_blocked: Arc<AtomicBool>,
     ) -> Self {
         WriteTx {
             txn,
@@ -57,6 +80,7 @@ impl WriteTx {
             changed: Mutex::default(),
             commits,
             instance,
+            write_blocked,
         }
     }
 
@@ -69,9 +93,17 @@ impl WriteTx {
     }
 
     /// Marks the transaction as failed (a statement errored) and passes the
-    /// error on. Used on every database error of a `WriteTx` method.
-    pub(crate) fn failed<E>(&self, err: E) -> E {
+    /// error on. Used on every database error of a `WriteTx` method. An
+    /// `Unavailable` failure (full disk, read-only file, I/O error, timeout)
+    /// also raises the store's "cannot write" flag: SQLite reports a
+    /// read-only file at the first write statement, not at BEGIN or
+    /// COMMIT. Health then probes with a write, which clears it if writes
+    /// work after all.
+    pub(crate) fn failed<E: TxFailure>(&self, err: E) -> E {
         self.failed.store(true, Ordering::Relaxed);
+        if err.is_unavailable() {
+            self.write_blocked.store(true, Ordering::Relaxed);
+        }
         err
     }
 
@@ -106,7 +138,15 @@ impl WriteTx {
                     .map_err(db_err)?;
             }
         }
-        self.txn.commit().await.map_err(db_err)?;
+        let write_blocked = self.write_blocked;
+        self.txn.commit().await.map_err(|err| {
+            // SQLite mostly learns of a full disk or a read-only file here,
+            // when the WAL is appended.
+            if is_cannot_write(&err) {
+                write_blocked.store(true, Ordering::Relaxed);
+            }
+            db_err(err)
+        })?;
         for tenant in changed {
             // An error only means that nobody is listening.
             let _ = self.commits.send(CommitNotice::Tenant(tenant));

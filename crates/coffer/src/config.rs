@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use coffer_core::authz::Role;
 use coffer_providers::registry::ProviderLimits;
 use coffer_server::app::{AuditWriterOptions, MetadataCacheOptions, ValueCacheOptions};
 use coffer_server::{Rate, RateLimits};
@@ -102,6 +103,8 @@ pub(crate) struct DatabaseSection {
     pub(crate) url: Option<SecretString>,
     pub(crate) pool_size: u32,
     pub(crate) auto_migrate: bool,
+    /// PostgreSQL's per-statement limit in milliseconds; 0 turns it off.
+    pub(crate) statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseSection {
@@ -110,6 +113,18 @@ impl Default for DatabaseSection {
             url: None,
             pool_size: 10,
             auto_migrate: true,
+            statement_timeout_ms: 5000,
+        }
+    }
+}
+
+impl DatabaseSection {
+    /// The store's pool and timeout settings from this section.
+    pub(crate) fn store_options(&self) -> coffer_store::StoreOptions {
+        coffer_store::StoreOptions {
+            max_connections: self.pool_size,
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            ..coffer_store::StoreOptions::default()
         }
     }
 }
@@ -262,7 +277,9 @@ pub(crate) struct LimitsSection {
     pub(crate) requests_per_second: Option<f64>,
     /// `None`: the rate rounded up.
     pub(crate) burst: Option<u32>,
-    /// Per-principal rates that replace the default (see [`RateOverrides`]).
+    /// Per-principal and per-role rates that replace the default (see
+    /// [`RateOverrides`]). The key keeps its first name although the file
+    /// now holds role rates too.
     pub(crate) principal_overrides_file: Option<PathBuf>,
     pub(crate) provider_concurrency_per_vault: u32,
     pub(crate) provider_queue_timeout_ms: u64,
@@ -285,19 +302,34 @@ impl Default for LimitsSection {
     }
 }
 
-/// The principal overrides file: `[[principal]]` tables of `id`,
-/// `requests_per_second` and optional `burst`.
+/// The overrides file (`limits.principal_overrides_file`):
+/// `[[principal]]` tables of `id`, `requests_per_second` and optional
+/// `burst`, and `[[role]]` tables of `name` (a role of the policy),
+/// `requests_per_second` and optional `burst`. A principal's own entry wins
+/// over its roles' rates, which win over the default
+/// (`coffer_server::limits`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RateOverrides {
     #[serde(default)]
     principal: Vec<RateOverride>,
+    #[serde(default)]
+    role: Vec<RoleRate>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RateOverride {
     id: String,
+    requests_per_second: f64,
+    burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleRate {
+    /// An unknown role name fails the parse, naming the roles there are.
+    name: Role,
     requests_per_second: f64,
     burst: Option<u32>,
 }
@@ -315,7 +347,8 @@ fn default_burst(per_second: f64) -> u32 {
 }
 
 impl LimitsSection {
-    /// The rate limits: the default rate, and the overrides file read now.
+    /// The rate limits: the default rate, and the principal and role rates
+    /// of the overrides file read now.
     pub(crate) fn rate_limits(&self) -> anyhow::Result<RateLimits> {
         let rate = |per_second: f64, burst: Option<u32>| {
             Rate::new(
@@ -330,6 +363,7 @@ impl LimitsSection {
             None => None,
         };
         let mut principals = std::collections::HashMap::new();
+        let mut roles = std::collections::BTreeMap::new();
         if let Some(path) = &self.principal_overrides_file {
             let text = std::fs::read_to_string(path).with_context(|| {
                 format!("reading limits.principal_overrides_file {}", path.display())
@@ -353,10 +387,27 @@ impl LimitsSection {
                     );
                 }
             }
+            for entry in file.role {
+                let parsed = rate(entry.requests_per_second, entry.burst).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: the rate of role {:?} must be positive, with a burst of at least 1",
+                        path.display(),
+                        entry.name.as_str()
+                    )
+                })?;
+                if roles.insert(entry.name, parsed).is_some() {
+                    anyhow::bail!(
+                        "{}: role {:?} is listed twice",
+                        path.display(),
+                        entry.name.as_str()
+                    );
+                }
+            }
         }
         Ok(RateLimits {
             default,
             principals,
+            roles,
             ..RateLimits::default()
         })
     }
@@ -523,4 +574,132 @@ fn overlay_env() -> anyhow::Result<Vec<(String, String)>> {
         vars.push((name.to_owned(), value));
     }
     Ok(vars)
+}
+
+/// The `[[role]]` tables of the overrides file. (The rest of the config's
+/// tests live in `config/tests.rs`.)
+#[cfg(test)]
+mod role_rate_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// `[limits]` with a default of 2/s and `overrides` as the overrides
+    /// file; the directory must outlive the section.
+    fn limits_with(overrides: &str) -> (tempfile::TempDir, LimitsSection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rates.toml");
+        std::fs::write(&path, overrides).unwrap();
+        let limits = LimitsSection {
+            requests_per_second: Some(2.0),
+            principal_overrides_file: Some(path),
+            ..LimitsSection::default()
+        };
+        (dir, limits)
+    }
+
+    fn error(overrides: &str) -> String {
+        let (_dir, limits) = limits_with(overrides);
+        let err = format!("{:#}", limits.rate_limits().unwrap_err());
+        assert!(err.contains("rates.toml"), "the file is not named: {err}");
+        err
+    }
+
+    #[test]
+    fn config_role_tables_are_parsed_next_to_principals() {
+        let (_dir, limits) = limits_with(
+            r#"
+[[principal]]
+id = "spiffe://corp/batch"
+requests_per_second = 500.0
+
+[[role]]
+name = "resolver"
+requests_per_second = 50.0
+burst = 200
+
+[[role]]
+name = "viewer"
+requests_per_second = 0.5
+"#,
+        );
+        let limits = limits.rate_limits().unwrap();
+        assert!(limits.is_enabled());
+        assert_eq!(limits.roles.len(), 2);
+        let resolver = limits.roles[&Role::Resolver];
+        assert_eq!((resolver.per_second(), resolver.burst()), (50.0, 200));
+        // An unset burst is the rate rounded up, at least 1, as for principals.
+        let viewer = limits.roles[&Role::Viewer];
+        assert_eq!((viewer.per_second(), viewer.burst()), (0.5, 1));
+        assert!(!limits.roles.contains_key(&Role::Admin));
+        // Own entry, then the most generous role, then the default.
+        assert_eq!(
+            limits
+                .rate_with_roles("spiffe://corp/batch", [Role::Resolver])
+                .map(|r| r.per_second()),
+            Some(500.0)
+        );
+        assert_eq!(
+            limits.rate_with_roles("ci", [Role::Viewer, Role::Resolver]),
+            Some(resolver)
+        );
+        assert_eq!(limits.rate_with_roles("ci", [Role::Admin]), limits.default);
+
+        // A file of role tables alone is enough to enable limits.
+        let (_dir, mut alone) =
+            limits_with("[[role]]\nname = \"admin\"\nrequests_per_second = 9\n");
+        alone.requests_per_second = None;
+        let alone = alone.rate_limits().unwrap();
+        assert!(alone.default.is_none() && alone.principals.is_empty());
+        assert!(alone.is_enabled());
+    }
+
+    #[test]
+    fn config_unknown_role_names_are_rejected() {
+        let err = error("[[role]]\nname = \"root\"\nrequests_per_second = 1.0\n");
+        assert!(
+            err.contains("parsing limits.principal_overrides_file"),
+            "{err}"
+        );
+        assert!(err.contains("root") && err.contains("resolver"), "{err}");
+        // Role names are lowercase, exactly as in the policy file.
+        error("[[role]]\nname = \"Admin\"\nrequests_per_second = 1.0\n");
+        // Principal keys are not role keys.
+        error("[[role]]\nid = \"admin\"\nrequests_per_second = 1.0\n");
+    }
+
+    #[test]
+    fn config_duplicate_roles_are_rejected() {
+        let err = error(
+            "[[role]]\nname = \"viewer\"\nrequests_per_second = 1.0\n\
+             [[role]]\nname = \"viewer\"\nrequests_per_second = 2.0\n",
+        );
+        assert!(err.contains("role \"viewer\" is listed twice"), "{err}");
+        // The same name as a principal id and a role is no clash.
+        let (_dir, limits) = limits_with(
+            "[[principal]]\nid = \"viewer\"\nrequests_per_second = 1.0\n\
+             [[role]]\nname = \"viewer\"\nrequests_per_second = 2.0\n",
+        );
+        limits.rate_limits().unwrap();
+    }
+
+    #[test]
+    fn config_bad_role_rates_are_rejected() {
+        for bad in [
+            "requests_per_second = 0.0",
+            "requests_per_second = -1.0",
+            "requests_per_second = nan",
+            "requests_per_second = inf",
+            "requests_per_second = 1.0\nburst = 0",
+        ] {
+            let err = error(&format!("[[role]]\nname = \"editor\"\n{bad}\n"));
+            assert!(
+                err.contains("the rate of role \"editor\" must be positive"),
+                "{bad}: {err}"
+            );
+        }
+        // A rate is required.
+        let err = error("[[role]]\nname = \"editor\"\nburst = 3\n");
+        assert!(err.contains("requests_per_second"), "{err}");
+    }
 }

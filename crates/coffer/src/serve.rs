@@ -19,7 +19,6 @@ use coffer_providers::registry::ProviderLimits;
 use coffer_server::app::CofferOptions;
 use coffer_server::telemetry::{self, TelemetrySettings};
 use coffer_server::{Coffer, Mtls, MtlsFiles, ServeOptions, TlsFiles};
-use coffer_store::StoreOptions;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -169,10 +168,7 @@ async fn serve(args: &ServeArgs, plan: Plan) -> anyhow::Result<()> {
     let keyring = plan.storage.load_or_create_keyring()?;
     let store = plan
         .storage
-        .connect_with(StoreOptions {
-            max_connections: config.database.pool_size,
-            ..StoreOptions::default()
-        })
+        .connect_with(config.database.store_options())
         .await?;
     if config.database.auto_migrate && !args.no_migrate {
         store.migrate_up().await.map_err(|err| {

@@ -140,7 +140,7 @@ pub(crate) const SECTIONS: &[Section] = &[
     },
     Section {
         name: "limits",
-        doc: "Per-principal request rates (token buckets; off unless set) and the bound on\nconcurrent provider calls per vault; see docs/SECURITY.md \"Rate limits\".",
+        doc: "Per-principal and per-role request rates (token buckets; off unless set) and\nthe bound on concurrent provider calls per vault; see docs/SECURITY.md\n\"Rate limits\".",
         optional: false,
     },
     Section {
@@ -241,6 +241,13 @@ pub(crate) const KEYS: &[Key] = &[
         kind: Kind::Bool,
         shown: Shown::Default("true"),
         doc: "Apply pending migrations at start (`coffer migrate up` does it by hand).",
+    },
+    Key {
+        section: "database",
+        name: "statement_timeout_ms",
+        kind: U64,
+        shown: Shown::Default("5000"),
+        doc: "PostgreSQL: the longest one statement may run, lock waits included, in\nmilliseconds; the call then answers UNAVAILABLE. 0: no limit. Migrations run\nwithout it. SQLite has no statement timeout: its 5 s busy timeout bounds\nthe lock waits, and the write connection's queue the rest.",
     },
     Key {
         section: "keys",
@@ -373,7 +380,7 @@ pub(crate) const KEYS: &[Key] = &[
         name: "principal_overrides_file",
         kind: Kind::Path,
         shown: Shown::Unset("\"limits.toml\""),
-        doc: "A TOML file of [[principal]] id, requests_per_second, burst (optional): the\nrate of each listed principal, replacing the default. Read at start.",
+        doc: "A TOML file of per-principal and per-role rates, read at start:\n[[principal]] id, requests_per_second, burst (optional), and\n[[role]] name (admin, editor, viewer or resolver), requests_per_second,\nburst (optional). A principal's own entry wins; else the most generous rate\nof the roles it holds in any tenant (the policy in force, SIGHUP included);\nelse the default.",
     },
     Key {
         section: "limits",

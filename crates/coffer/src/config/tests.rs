@@ -696,3 +696,30 @@ fn limit_values_are_checked() {
         &["limits.provider_queue_timeout_ms must be 0 to 60000"],
     );
 }
+
+#[test]
+fn the_statement_timeout_reaches_the_store_and_zero_turns_it_off() {
+    let config = Config::from_sources(None, &[]).unwrap();
+    assert_eq!(
+        config.database.store_options().statement_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let config = load(
+        "[database]\nstatement_timeout_ms = 250",
+        &[("COFFER_DATABASE__POOL_SIZE", "3")],
+    )
+    .unwrap();
+    let options = config.database.store_options();
+    assert_eq!(
+        options.statement_timeout,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(options.max_connections, 3);
+    let config = load("", &[("COFFER_DATABASE__STATEMENT_TIMEOUT_MS", "0")]).unwrap();
+    assert!(config.database.store_options().statement_timeout.is_zero());
+    error(
+        "[database]\nstatement_timeout_ms = -1",
+        &[],
+        &[FILE, "database.statement_timeout_ms"],
+    );
+}
