@@ -378,3 +378,45 @@ async fn the_cache_can_be_turned_off() {
     let stats = uncached.coffer.metadata_cache_stats();
     assert_eq!((stats.hits, stats.entries), (0, 0), "{stats:?}");
 }
+
+/// A BatchResolve that misses the cache reads its secrets and their
+/// current versions in bulk first: every per-item lookup is then a hit,
+/// instead of three reads per item; the values are the right ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_batch_resolve_reads_its_records_in_bulk() {
+    const ITEMS: usize = 20;
+    let server = TestServer::start(Db::Sqlite).await.unwrap();
+    for n in 0..ITEMS {
+        create(&server, &format!("k{n}"), format!("v{n}").as_bytes(), "").await;
+    }
+    // A fresh replica: nothing cached yet.
+    let cold = server.start_replica_with(CofferOptions::default()).await;
+    let before = cold.coffer.metadata_cache_stats();
+    let results = cold
+        .secrets()
+        .batch_resolve_secrets(v1::BatchResolveSecretsRequest {
+            parent: PARENT.into(),
+            requests: (0..ITEMS)
+                .map(|n| v1::ResolveSecretRequest {
+                    name: secret_name(&format!("k{n}")),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    use v1::batch_resolve_result::Result as Item;
+    for (n, result) in results.into_iter().enumerate() {
+        match result.result {
+            Some(Item::Resolved(resolved)) => {
+                assert_eq!(resolved.value, format!("v{n}").into_bytes())
+            }
+            other => panic!("item {n}: {other:?}"),
+        }
+    }
+    let after = cold.coffer.metadata_cache_stats();
+    assert_eq!(after.misses - before.misses, 0, "{after:?}");
+    assert!(after.hits - before.hits >= 2 * ITEMS as u64, "{after:?}");
+}

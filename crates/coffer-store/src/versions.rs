@@ -4,6 +4,8 @@
 //! at insert: a secret moved to another vault leaves its older versions where
 //! they are.
 
+use std::collections::BTreeSet;
+
 use coffer_core::record::{VersionRecord, VersionState};
 use coffer_core::{Error, ErrorCode, Reason, Result};
 use sea_orm::ActiveValue::{NotSet, Set};
@@ -15,7 +17,7 @@ use sea_orm::{
 use crate::conn::Store;
 use crate::entity::secret_version;
 use crate::error::{corrupt, db_err, on_unique};
-use crate::secrets::to_u64;
+use crate::secrets::{IN_CHUNK, to_u64};
 use crate::tx::WriteTx;
 
 impl Store {
@@ -28,6 +30,39 @@ impl Store {
         version: i64,
     ) -> Result<Option<VersionRecord>> {
         find(&self.read, secret_uid, version).await
+    }
+
+    /// The versions named by `(secret uid, version)` that exist, in no
+    /// particular order: one statement per [`IN_CHUNK`] ids instead of one
+    /// per version (a batch of resolves that missed the metadata cache).
+    #[tracing::instrument(name = "db.versions_by_ids", level = "debug", skip_all, fields(
+        db.system = self.db_system(), db.operation = "versions_by_ids", otel.kind = "client"
+    ))]
+    pub async fn versions_by_ids(&self, ids: &[(String, i64)]) -> Result<Vec<VersionRecord>> {
+        let wanted: BTreeSet<(&str, i64)> = ids.iter().map(|(uid, v)| (uid.as_str(), *v)).collect();
+        let wanted: Vec<(&str, i64)> = wanted.into_iter().collect();
+        let mut records = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(IN_CHUNK) {
+            let uids: BTreeSet<&str> = chunk.iter().map(|(uid, _)| *uid).collect();
+            let numbers: BTreeSet<i64> = chunk.iter().map(|(_, v)| *v).collect();
+            // Both lists match a superset of the pairs (uid a's version of
+            // uid b's number); the exact pairs are kept below.
+            let rows = secret_version::Entity::find()
+                .filter(secret_version::Column::SecretUid.is_in(uids))
+                .filter(secret_version::Column::Version.is_in(numbers))
+                .all(&self.read)
+                .await
+                .map_err(db_err)?;
+            for row in rows {
+                if chunk
+                    .binary_search(&(row.secret_uid.as_str(), row.version))
+                    .is_ok()
+                {
+                    records.push(to_record(row)?);
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// Versions of a secret, newest first, below `before_version` if given.

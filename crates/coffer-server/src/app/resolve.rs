@@ -123,6 +123,15 @@ impl Coffer {
                 Ok(req)
             })
             .collect();
+        self.prefetch_for_resolve(
+            tenant,
+            requests
+                .iter()
+                .filter_map(|request| request.as_ref().ok())
+                .filter(|req| req.name.tenant == *tenant)
+                .map(|req| &req.name.key),
+        )
+        .await;
         let mut plans = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
             plans.push(match request {
@@ -166,6 +175,12 @@ impl Coffer {
         bindings: &[BindingRecord],
         context: &BTreeMap<String, String>,
     ) -> Vec<Result<ResolvedValue>> {
+        let names: Vec<SecretName> = bindings.iter().map(BindingRecord::secret_name).collect();
+        if let Some(first) = names.first() {
+            // A consumer's bindings are all in its tenant.
+            self.prefetch_for_resolve(&first.tenant, names.iter().map(|name| &name.key))
+                .await;
+        }
         let mut plans = Vec::with_capacity(bindings.len());
         for binding in bindings {
             plans.push(self.plan_binding(binding).await);

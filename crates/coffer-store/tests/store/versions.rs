@@ -206,3 +206,43 @@ store_test!(scans_and_rewraps_material, |store| async move {
         None
     );
 });
+
+store_test!(reads_exactly_the_versions_asked_for, |store| async move {
+    let a = secret("acme", "a");
+    let b = secret("acme", "b");
+    let tx = store.begin().await.unwrap();
+    tx.insert_secret(&a).await.unwrap();
+    tx.insert_secret(&b).await.unwrap();
+    for n in 1..=3 {
+        tx.insert_version(&version(&a.uid, n)).await.unwrap();
+    }
+    tx.insert_version(&version(&b.uid, 1)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // a's 3 and b's 1 are asked for; the lists would also match a's 1 and
+    // b's 3 (absent), which must not come back. Duplicates and a missing
+    // version are fine.
+    let asked = [
+        (a.uid.clone(), 3),
+        (b.uid.clone(), 1),
+        (a.uid.clone(), 3),
+        (b.uid.clone(), 3),
+        ("no-such-uid".to_owned(), 1),
+    ];
+    let mut found: Vec<(String, i64)> = store
+        .versions_by_ids(&asked)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.secret_uid, v.version))
+        .collect();
+    found.sort();
+    let mut expected = vec![(a.uid.clone(), 3), (b.uid.clone(), 1)];
+    expected.sort();
+    assert_eq!(found, expected);
+    assert_eq!(
+        store.versions_by_ids(&[(a.uid.clone(), 2)]).await.unwrap(),
+        vec![version(&a.uid, 2)]
+    );
+    assert!(store.versions_by_ids(&[]).await.unwrap().is_empty());
+});
