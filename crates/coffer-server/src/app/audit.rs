@@ -1,15 +1,19 @@
 //! Audit events: built here for every mutation and resolve. Mutations append
 //! their event inside their own transaction (fail closed: no event, no
 //! change). Resolves go through [`AuditWriter`], one task that group-commits
-//! the events of many concurrent resolves in one transaction every few
-//! milliseconds; each resolve waits until its event is durable before it
-//! returns a value; afterwards `last_resolve_time` moves in a transaction
-//! of its own, coalesced to one write per secret per minute.
+//! the events of many concurrent resolves at once
+//! ([`Store::append_audit_batch`]: on PostgreSQL one statement per batch,
+//! chained from the heads the task remembers; on SQLite one transaction);
+//! each resolve waits until its event is durable before it returns a value,
+//! and one whose event was not stored fails with AUDIT_UNAVAILABLE.
+//! Afterwards `last_resolve_time` moves in a transaction of its own,
+//! coalesced to one write per secret per minute.
 //! Each batch's size and commit latency go to the audit metrics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use coffer_core::audit::ChainHead;
 use coffer_core::record::{AuditOutcome, NewAuditEvent, now_micros};
 use coffer_core::{Error, ErrorCode, Principal, Reason, Result, TenantId};
 use coffer_store::Store;
@@ -128,6 +132,9 @@ impl AuditWriter {
 
 async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditWriterOptions) {
     let mut stamps = ResolveStamps::default();
+    // Each tenant's chain head as this writer last committed it: the next
+    // batch chains from it without reading it (Store::append_audit_batch).
+    let mut heads = HashMap::new();
     while let Some(first) = receiver.recv().await {
         let first = match first {
             Queued::Event(pending) => pending,
@@ -150,32 +157,39 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
             }
         }
         let started = std::time::Instant::now();
-        let result = write_batch(&store, &batch, &mut stamps).await;
+        let outcomes = write_batch(&store, &batch, &mut heads, &mut stamps).await;
         observe_batch(batch.len(), started.elapsed());
-        if let Err(err) = &result {
+        let failed = outcomes.iter().filter(|o| o.is_err()).count();
+        if let Some(Err(err)) = outcomes.iter().find(|o| o.is_err()) {
             tracing::error!(
                 events = batch.len(),
+                failed,
                 cause = err.internal_cause().unwrap_or(err.message()),
                 "audit batch failed; its resolves fail closed"
             );
         }
-        if result.is_err() {
+        let mut outcomes: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+        if failed > 0 {
             // The database just failed us: everything already queued would
             // wait for its own attempt (a pool timeout each, one after the
             // other) past the callers' deadlines. Fail it now; callers
             // retry, and the next event tries the database afresh.
             while batch.len() < options.queue {
                 match receiver.try_recv() {
-                    Ok(Queued::Event(next)) => batch.push(next),
+                    Ok(Queued::Event(next)) => {
+                        batch.push(next);
+                        outcomes.push(false);
+                    }
                     Ok(Queued::Flush(done)) => flushes.push(done),
                     Err(_) => break,
                 }
             }
         }
-        for pending in batch {
-            let outcome = match &result {
-                Ok(()) => Ok(()),
-                Err(_) => Err(audit_unavailable("writing the audit batch failed")),
+        for (pending, stored) in batch.into_iter().zip(outcomes) {
+            let outcome = if stored {
+                Ok(())
+            } else {
+                Err(audit_unavailable("writing the audit batch failed"))
             };
             let _ = pending.done.send(outcome);
         }
@@ -204,10 +218,10 @@ const MAX_REMEMBERED_STAMPS: usize = 100_000;
 struct ResolveStamps(HashMap<String, i64>);
 
 impl ResolveStamps {
-    /// The batch's resolved secrets whose stamp is due.
-    fn due(&self, batch: &[Box<Pending>], now: i64) -> Vec<String> {
-        let mut due: Vec<String> = batch
-            .iter()
+    /// The resolved secrets (of the stored events given) whose stamp is due.
+    fn due<'a>(&self, stored: impl IntoIterator<Item = &'a Pending>, now: i64) -> Vec<String> {
+        let mut due: Vec<String> = stored
+            .into_iter()
             .filter_map(|p| p.resolved_uid.as_ref())
             .filter(|uid| {
                 self.0
@@ -233,22 +247,33 @@ impl ResolveStamps {
     }
 }
 
+/// Stores the batch's events and answers, per event in batch order, whether
+/// it is durable. Only the secrets of stored resolves get their stamp.
 async fn write_batch(
     store: &Store,
     batch: &[Box<Pending>],
+    heads: &mut HashMap<TenantId, ChainHead>,
     stamps: &mut ResolveStamps,
-) -> Result<()> {
-    let tx = store.begin().await?;
-    tx.append_audit(batch.iter().map(|p| p.event.clone()).collect())
-        .await?;
-    tx.commit().await?;
+) -> Vec<Result<()>> {
+    let events = batch.iter().map(|p| p.event.clone()).collect();
+    let outcomes: Vec<Result<()>> = store
+        .append_audit_batch(events, heads)
+        .await
+        .into_iter()
+        .map(|stored| stored.map(|_| ()))
+        .collect();
     let now = now_micros();
-    let due = stamps.due(batch, now);
+    let stored = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(pending, _)| &**pending);
+    let due = stamps.due(stored, now);
     if !due.is_empty() {
         stamps.written(due.clone(), now);
         tokio::spawn(stamp_last_resolve(store.clone(), due, now));
     }
-    Ok(())
+    outcomes
 }
 
 /// Moves `last_resolve_time` in a transaction of its own, after the audit
@@ -426,7 +451,7 @@ mod tests {
                 done: oneshot::channel().0,
             })
         };
-        let batch = vec![
+        let batch = [
             pending(Some("b")),
             pending(Some("a")),
             pending(Some("b")),
@@ -434,14 +459,17 @@ mod tests {
         ];
         let mut stamps = ResolveStamps::default();
         let t0 = 1_000_000_000;
-        assert_eq!(stamps.due(&batch, t0), ["a", "b"]);
-        stamps.written(stamps.due(&batch, t0), t0);
+        assert_eq!(stamps.due(batch.iter().map(|p| &**p), t0), ["a", "b"]);
+        stamps.written(stamps.due(batch.iter().map(|p| &**p), t0), t0);
         // Within the interval nothing is due; a new secret is.
         let later = t0 + RESOLVE_STAMP_INTERVAL_MICROS - 1;
-        assert!(stamps.due(&batch, later).is_empty());
-        assert_eq!(stamps.due(&[pending(Some("c"))], later), ["c"]);
+        assert!(stamps.due(batch.iter().map(|p| &**p), later).is_empty());
+        assert_eq!(stamps.due([&*pending(Some("c"))], later), ["c"]);
         // Once the interval has passed, the stamps are due again.
-        let due = stamps.due(&batch, t0 + RESOLVE_STAMP_INTERVAL_MICROS);
+        let due = stamps.due(
+            batch.iter().map(|p| &**p),
+            t0 + RESOLVE_STAMP_INTERVAL_MICROS,
+        );
         assert_eq!(due, ["a", "b"]);
     }
 
