@@ -132,6 +132,7 @@ impl AuditWriter {
 
 async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditWriterOptions) {
     let mut stamps = ResolveStamps::default();
+    let stamper = spawn_stamper(store.clone());
     // Each tenant's chain head as this writer last committed it: the next
     // batch chains from it without reading it (Store::append_audit_batch).
     let mut heads = HashMap::new();
@@ -157,7 +158,7 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
             }
         }
         let started = std::time::Instant::now();
-        let outcomes = write_batch(&store, &batch, &mut heads, &mut stamps).await;
+        let outcomes = write_batch(&store, &batch, &mut heads, &mut stamps, &stamper).await;
         observe_batch(batch.len(), started.elapsed());
         let failed = outcomes.iter().filter(|o| o.is_err()).count();
         if let Some(Err(err)) = outcomes.iter().find(|o| o.is_err()) {
@@ -254,6 +255,7 @@ async fn write_batch(
     batch: &[Box<Pending>],
     heads: &mut HashMap<TenantId, ChainHead>,
     stamps: &mut ResolveStamps,
+    stamper: &mpsc::Sender<(Vec<String>, i64)>,
 ) -> Vec<Result<()>> {
     let events = batch.iter().map(|p| p.event.clone()).collect();
     let outcomes: Vec<Result<()>> = store
@@ -271,9 +273,40 @@ async fn write_batch(
     let due = stamps.due(stored, now);
     if !due.is_empty() {
         stamps.written(due.clone(), now);
-        tokio::spawn(stamp_last_resolve(store.clone(), due, now));
+        // A full queue drops the stamp: it is a hint, due again later.
+        if stamper.try_send((due, now)).is_err() {
+            tracing::debug!("resolve stamp queue full; a stamp was skipped");
+        }
     }
     outcomes
+}
+
+/// How long the stamper gathers due stamps before it writes them together.
+const STAMP_GATHER: Duration = Duration::from_millis(250);
+/// Stamp messages (one per audit batch) queued at most.
+const STAMP_QUEUE: usize = 1024;
+
+/// Starts the task that writes `last_resolve_time` stamps: one transaction
+/// at a time, each holding the stamps gathered over [`STAMP_GATHER`]. A
+/// task per audit batch used to run them all at once: with many secrets
+/// first resolved together (after a start, or a `resolve-many`), hundreds
+/// of stamp transactions a second took pooled connections and commits from
+/// the resolves themselves. The task ends when the writer does.
+fn spawn_stamper(store: Store) -> mpsc::Sender<(Vec<String>, i64)> {
+    let (sender, mut receiver) = mpsc::channel::<(Vec<String>, i64)>(STAMP_QUEUE);
+    tokio::spawn(async move {
+        while let Some((uids, now)) = receiver.recv().await {
+            tokio::time::sleep(STAMP_GATHER).await;
+            let mut gathered: std::collections::BTreeSet<String> = uids.into_iter().collect();
+            let mut latest = now;
+            while let Ok((uids, now)) = receiver.try_recv() {
+                gathered.extend(uids);
+                latest = latest.max(now);
+            }
+            stamp_last_resolve(&store, gathered.into_iter().collect(), latest).await;
+        }
+    });
+    sender
 }
 
 /// Moves `last_resolve_time` in a transaction of its own, after the audit
@@ -284,7 +317,7 @@ async fn write_batch(
 /// Alone, it only locks secret rows (in uid order), and a stamp that waits
 /// on a long rotation holds up no resolve. A stamp is a hint: if it fails
 /// the resolves it describes stand, and the next one is due a minute later.
-async fn stamp_last_resolve(store: Store, uids: Vec<String>, now: i64) {
+async fn stamp_last_resolve(store: &Store, uids: Vec<String>, now: i64) {
     let stamped = async {
         let tx = store.begin().await?;
         tx.set_last_resolve_time(&uids, now).await?;
