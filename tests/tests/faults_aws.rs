@@ -205,6 +205,24 @@ async fn create_aws_vault(server: &TestServer, moto: &MotoServer, id: &str, name
         .unwrap();
 }
 
+/// Points the `aws` vault (namespace `faulty`) at `endpoint`.
+async fn point_faulty_vault_at(server: &TestServer, moto: &MotoServer, endpoint: String) {
+    server
+        .vaults()
+        .update_vault(v1::UpdateVaultRequest {
+            vault: Some(v1::Vault {
+                name: VAULT.into(),
+                config: Some(aws_config(moto, "faulty", endpoint)),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["config".into()],
+            }),
+        })
+        .await
+        .unwrap();
+}
+
 async fn create_secret(server: &TestServer, key: &str, vault: &str, value: &[u8]) {
     let provider = if vault.is_empty() {
         "local_encrypted"
@@ -338,20 +356,7 @@ async fn run_fault(db: Db, fault_kind: Fault) {
         })
         .await;
     let fault = FaultServer::start(fault_kind).await;
-    server
-        .vaults()
-        .update_vault(v1::UpdateVaultRequest {
-            vault: Some(v1::Vault {
-                name: VAULT.into(),
-                config: Some(aws_config(&moto, "faulty", fault.endpoint())),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["config".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    point_faulty_vault_at(&server, &moto, fault.endpoint()).await;
     let before = stored_secret(&server, "aws-key").await;
     let versions_before = version_count(&server, "aws-key").await;
 
@@ -476,20 +481,7 @@ async fn run_fault(db: Db, fault_kind: Fault) {
     assert_eq!(health.state, v1::vault::State::Warning as i32, "{health:?}");
 
     // Back on moto: the vault works again and the failed rotate left nothing.
-    server
-        .vaults()
-        .update_vault(v1::UpdateVaultRequest {
-            vault: Some(v1::Vault {
-                name: VAULT.into(),
-                config: Some(aws_config(&moto, "faulty", moto.endpoint())),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["config".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    point_faulty_vault_at(&server, &moto, moto.endpoint()).await;
     assert_eq!(resolve(&server, "aws-key").await.unwrap(), b"remote v1");
     rotate(&server, "aws-key", b"remote v2").await.unwrap();
     assert_eq!(resolve(&server, "aws-key").await.unwrap(), b"remote v2");
@@ -543,20 +535,7 @@ async fn a_hanging_vault_cannot_take_every_connection_on_postgres() {
     }
     create_secret(&server, "local-key", "", b"local v1").await;
     let fault = FaultServer::start(Fault::Hang).await;
-    server
-        .vaults()
-        .update_vault(v1::UpdateVaultRequest {
-            vault: Some(v1::Vault {
-                name: VAULT.into(),
-                config: Some(aws_config(&moto, "faulty", fault.endpoint())),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["config".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    point_faulty_vault_at(&server, &moto, fault.endpoint()).await;
 
     let deletes: Vec<_> = (0..DELETES)
         .map(|n| {
