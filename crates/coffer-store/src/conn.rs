@@ -15,8 +15,8 @@ use coffer_core::{Error, Result};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 use crate::error::{db_err, is_cannot_write};
@@ -356,12 +356,27 @@ impl Store {
         if self.backend == Backend::Sqlite {
             self.discard_stuck_sqlite_writer().await?;
         }
-        let txn = self.write.begin().await.map_err(|err| {
-            if is_cannot_write(&err) {
-                self.write_blocked.store(true, Ordering::Relaxed);
-            }
-            db_err(err)
-        })?;
+        // SQLite: IMMEDIATE takes the write lock at BEGIN, waiting out its
+        // busy timeout. A deferred transaction that read first and then
+        // writes fails at once (SQLITE_BUSY, no wait) when another process
+        // on the same file committed in between: two replicas on one SQLite
+        // file turned that into UNAVAILABLE for a rotation. Within one
+        // process the single write connection serializes writers anyway.
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (self.backend == Backend::Sqlite)
+                .then_some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        let txn = self
+            .write
+            .begin_with_options(options)
+            .await
+            .map_err(|err| {
+                if is_cannot_write(&err) {
+                    self.write_blocked.store(true, Ordering::Relaxed);
+                }
+                db_err(err)
+            })?;
         Ok(WriteTx::new(
             txn,
             self.backend,
