@@ -9,9 +9,11 @@
 //! least the server's delay.
 //!
 //! tonic reports a connection that broke under a call (reset, broken pipe)
-//! as UNKNOWN with the transport error as its source; gRPC calls that
-//! UNAVAILABLE, and so do we: such statuses are turned into UNAVAILABLE
-//! before they are judged or returned. An UNKNOWN the server sent stays one.
+//! as UNKNOWN, and a call queued on a connection that closed before sending
+//! it as CANCELLED, each with the transport error as its source; gRPC calls
+//! both UNAVAILABLE, and so do we: such statuses are turned into UNAVAILABLE
+//! before they are judged or returned. An UNKNOWN or CANCELLED the server
+//! sent has no transport source and stays what it is.
 
 use std::future::Future;
 use std::time::Duration;
@@ -111,7 +113,7 @@ pub(crate) fn server_retry_delay(status: &Status) -> Option<Duration> {
 pub(crate) fn connection_lost_is_unavailable(status: Status) -> Status {
     let transport = std::error::Error::source(&status)
         .is_some_and(|source| source.is::<tonic::transport::Error>());
-    if status.code() == Code::Unknown && transport {
+    if matches!(status.code(), Code::Unknown | Code::Cancelled) && transport {
         Status::unavailable(format!("connection lost: {}", status.message()))
     } else {
         status
@@ -233,6 +235,27 @@ mod tests {
             })
             .await;
         assert_eq!(result.unwrap(), 2);
+    }
+
+    /// A status as tonic builds it for a call its connection failed.
+    fn from_the_transport(code: Code) -> Status {
+        let transport = tonic::transport::Endpoint::from_shared("not a uri\u{0}")
+            .expect_err("a NUL is not allowed in a URI");
+        let mut status = Status::new(code, "connection closed");
+        status.set_source(std::sync::Arc::new(transport));
+        status
+    }
+
+    #[test]
+    fn a_connection_lost_under_a_call_is_unavailable_but_the_servers_codes_stay() {
+        for code in [Code::Unknown, Code::Cancelled] {
+            let status = connection_lost_is_unavailable(from_the_transport(code));
+            assert_eq!(status.code(), Code::Unavailable, "{code:?}");
+            let sent = connection_lost_is_unavailable(Status::new(code, "from the server"));
+            assert_eq!(sent.code(), code);
+        }
+        let refused = connection_lost_is_unavailable(from_the_transport(Code::NotFound));
+        assert_eq!(refused.code(), Code::NotFound);
     }
 
     #[test]
