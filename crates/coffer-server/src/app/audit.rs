@@ -151,10 +151,22 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
         // A flush barrier ends the batch at once: whoever waits on it should
         // not wait for company.
         while batch.len() < options.max_batch && flushes.is_empty() {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(Queued::Event(next))) => batch.push(next),
-                Ok(Some(Queued::Flush(done))) => flushes.push(done),
-                Ok(None) | Err(_) => break,
+            let next = if options.max_delay.is_zero() {
+                // What is queued now, and not a moment more: a timer, even
+                // one already due, fires on the timer's next millisecond
+                // tick, and that wait once doubled a lone resolve's latency
+                // and idled the writer between batches under load.
+                receiver.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, receiver.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            match next {
+                Some(Queued::Event(next)) => batch.push(next),
+                Some(Queued::Flush(done)) => flushes.push(done),
+                None => break,
             }
         }
         let started = std::time::Instant::now();
