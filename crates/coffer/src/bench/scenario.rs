@@ -20,6 +20,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 /// Bytes of each seeded or rotated value: random, never printed.
 const VALUE_BYTES: usize = 32;
+/// Attempts per seeding call, and the first backoff (doubling after each).
+const SEED_ATTEMPTS: u32 = 6;
+const SEED_BACKOFF: Duration = Duration::from_millis(100);
 /// The consumer whose bindings `resolve-bindings` resolves.
 const CONSUMER_KIND: &str = "agent";
 const CONSUMER_ID: &str = "bench";
@@ -144,8 +147,15 @@ impl Workload {
             source: Some(create_secret_request::Source::Value(random_value())),
             request_id: String::new(),
         };
-        match client.create_secret(req).await {
+        let created = seed_call(|| {
+            let mut client = client.clone();
+            let req = req.clone();
+            async move { client.create_secret(req).await }
+        })
+        .await;
+        match created {
             Ok(_) => Ok(()),
+            // Seeded by an earlier run, or by an attempt whose answer was lost.
             Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
             Err(status) => {
                 Err(anyhow::Error::from(status).context(format!("seeding secret {key}")))
@@ -168,10 +178,14 @@ impl Workload {
             config_path_prefix: BINDING_PREFIX.to_owned(),
             bindings,
         };
-        SecretsServiceClient::new(channel.clone())
-            .sync_bindings(req)
-            .await
-            .map_err(|status| anyhow::Error::from(status).context("seeding bindings"))?;
+        let client = SecretsServiceClient::new(channel.clone());
+        seed_call(|| {
+            let mut client = client.clone();
+            let req = req.clone();
+            async move { client.sync_bindings(req).await }
+        })
+        .await
+        .map_err(|status| anyhow::Error::from(status).context("seeding bindings"))?;
         Ok(())
     }
 
@@ -367,4 +381,32 @@ fn random_value() -> Vec<u8> {
     let mut value = vec![0u8; VALUE_BYTES];
     rand::rng().fill(&mut value[..]);
     value
+}
+
+/// Runs a seeding call, retrying what the server could not take just then:
+/// UNAVAILABLE (on a loaded machine a create can wait past the database
+/// pool's acquire timeout) and RESOURCE_EXHAUSTED (a rate limit). Seeding
+/// is set-up, not measurement; its callers treat ALREADY_EXISTS, which a
+/// retried create may meet, as done.
+async fn seed_call<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut backoff = SEED_BACKOFF;
+    for _ in 1..SEED_ATTEMPTS {
+        match call().await {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                ) =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            result => return result,
+        }
+    }
+    call().await
 }
