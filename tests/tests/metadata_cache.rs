@@ -420,3 +420,44 @@ async fn a_cold_batch_resolve_reads_its_records_in_bulk() {
     assert_eq!(after.misses - before.misses, 0, "{after:?}");
     assert!(after.hits - before.hits >= 2 * ITEMS as u64, "{after:?}");
 }
+
+/// The cache holds at most its byte bound: resolving more secrets than fit
+/// starts it over instead of growing, and every resolve still gives the
+/// right value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_stays_within_its_byte_bound() {
+    const SECRETS: usize = 40;
+    let max_bytes = 16 * 1024;
+    let server = TestServer::start(Db::Sqlite).await.unwrap();
+    for n in 0..SECRETS {
+        create(&server, &format!("k{n}"), format!("v{n}").as_bytes(), "").await;
+    }
+    let bounded = server
+        .start_replica_with(CofferOptions {
+            metadata_cache: MetadataCacheOptions {
+                max_bytes,
+                ..MetadataCacheOptions::default()
+            },
+            ..CofferOptions::default()
+        })
+        .await;
+    let mut most_entries = 0;
+    for round in 0..2 {
+        for n in 0..SECRETS {
+            assert_eq!(
+                resolve(&bounded, &format!("k{n}"), "").await,
+                Outcome::Value(format!("v{n}").into_bytes()),
+                "round {round}, secret {n}"
+            );
+            let stats = bounded.coffer.metadata_cache_stats();
+            assert!(stats.bytes <= max_bytes, "{stats:?}");
+            most_entries = most_entries.max(stats.entries);
+        }
+    }
+    let stats = bounded.coffer.metadata_cache_stats();
+    // Two records (secret, version) per secret do not all fit: the cache
+    // started over at least once, yet held more than a few at a time.
+    assert!(most_entries < 2 * SECRETS, "{most_entries} {stats:?}");
+    assert!(most_entries >= 8, "{most_entries} {stats:?}");
+    assert!(stats.invalidations > 0, "{stats:?}");
+}

@@ -204,7 +204,7 @@ pub(crate) struct CacheSection {
     pub(crate) values_max_bytes: usize,
     pub(crate) metadata_enabled: bool,
     pub(crate) metadata_ttl_ms: u64,
-    pub(crate) metadata_max_entries: usize,
+    pub(crate) metadata_max_bytes: usize,
 }
 
 impl Default for CacheSection {
@@ -216,7 +216,7 @@ impl Default for CacheSection {
             values_max_bytes: values.max_bytes,
             metadata_enabled: metadata.enabled,
             metadata_ttl_ms: u64::try_from(metadata.ttl.as_millis()).unwrap_or(u64::MAX),
-            metadata_max_entries: metadata.max_entries,
+            metadata_max_bytes: metadata.max_bytes,
         }
     }
 }
@@ -233,7 +233,7 @@ impl CacheSection {
         MetadataCacheOptions {
             enabled: self.metadata_enabled,
             ttl: Duration::from_millis(self.metadata_ttl_ms),
-            max_entries: self.metadata_max_entries,
+            max_bytes: self.metadata_max_bytes,
         }
     }
 }

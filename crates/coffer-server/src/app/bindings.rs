@@ -357,9 +357,12 @@ impl Coffer {
             .with_metadata("config_paths", paths));
         }
         Ok(bindings
-            .into_iter()
+            .iter()
             .zip(results)
-            .map(|(binding, result)| ResolvedBindingEntry { binding, result })
+            .map(|(binding, result)| ResolvedBindingEntry {
+                binding: binding.clone(),
+                result,
+            })
             .collect())
     }
 }

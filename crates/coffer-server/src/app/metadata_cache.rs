@@ -21,11 +21,14 @@
 //!   on a half-open connection).
 //!
 //! Only the resolve path reads through this cache; every write and every
-//! Get/List reads the database. Records hold no secret values. The cache is
-//! bounded by a number of records; when full it starts over.
+//! Get/List reads the database. Records hold no secret values. Records are
+//! shared (`Arc`), so a hit costs a reference count, not a copy. The cache
+//! is bounded by an estimate of the heap its records take; when full it
+//! starts over.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::mem::size_of;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use coffer_core::record::{BindingRecord, SecretRecord, VaultRecord, VersionRecord};
@@ -35,8 +38,8 @@ use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::{Coffer, secret_not_found};
 use crate::observe::metrics::{
-    METADATA_CACHE_ENTRIES, METADATA_CACHE_HITS, METADATA_CACHE_INVALIDATIONS,
-    METADATA_CACHE_MISSES,
+    METADATA_CACHE_BYTES, METADATA_CACHE_ENTRIES, METADATA_CACHE_HITS,
+    METADATA_CACHE_INVALIDATIONS, METADATA_CACHE_MISSES,
 };
 
 /// Settings of the metadata cache.
@@ -46,13 +49,15 @@ pub struct MetadataCacheOptions {
     pub enabled: bool,
     /// How long a record may be served without a notice dropping it.
     pub ttl: Duration,
-    /// The most records held; a full cache is emptied and starts over.
-    pub max_entries: usize,
+    /// The most heap the records (and their keys) may take, by the
+    /// estimate of [`entry_cost`]; a full cache is emptied and starts over.
+    pub max_bytes: usize,
 }
 
 impl MetadataCacheOptions {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-    pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+    /// About 20 000 secrets with their current versions (some 1.6 KB each).
+    pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
     pub fn disabled() -> Self {
         MetadataCacheOptions {
@@ -67,7 +72,7 @@ impl Default for MetadataCacheOptions {
         MetadataCacheOptions {
             enabled: true,
             ttl: Self::DEFAULT_TTL,
-            max_entries: Self::DEFAULT_MAX_ENTRIES,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -76,6 +81,8 @@ impl Default for MetadataCacheOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetadataCacheStats {
     pub entries: usize,
+    /// The estimated heap the entries take (see [`entry_cost`]).
+    pub bytes: usize,
     pub hits: u64,
     pub misses: u64,
     /// Tenants dropped by a commit notice, plus whole-cache drops.
@@ -88,26 +95,132 @@ enum Key {
     Secret(SecretKey),
     /// (secret uid, version number).
     Version(String, i64),
-    /// (consumer kind, consumer id, config path).
-    Binding(String, String, String),
+    /// (consumer kind, consumer id, config path); boxed, like the next,
+    /// so that the common keys keep every table slot small.
+    Binding(Box<[String; 3]>),
     /// A consumer's bindings under a config path prefix: (kind, id, prefix).
-    ConsumerBindings(String, String, String),
+    ConsumerBindings(Box<[String; 3]>),
     /// The vault id.
     Vault(String),
 }
 
 #[derive(Debug, Clone)]
 enum Record {
-    Secret(SecretRecord),
-    Version(VersionRecord),
-    Binding(BindingRecord),
-    ConsumerBindings(Vec<BindingRecord>),
-    Vault(VaultRecord),
+    Secret(Arc<SecretRecord>),
+    Version(Arc<VersionRecord>),
+    Binding(Arc<BindingRecord>),
+    ConsumerBindings(Arc<[BindingRecord]>),
+    Vault(Arc<VaultRecord>),
 }
 
 struct Entry {
     record: Record,
     loaded: Instant,
+    /// What [`entry_cost`] charged for this entry.
+    cost: usize,
+}
+
+/// The estimated heap an entry takes: its table slot and `Arc` header, the
+/// key's and the record's text, plus a little per allocation for the
+/// allocator's rounding. An estimate, but a version's material and a
+/// secret's labels (the large parts) are counted exactly.
+fn entry_cost(key: &Key, record: &Record) -> usize {
+    /// Table slot (key, entry, control byte, load factor) and `Arc` counts.
+    const SLOT: usize = 2 * (size_of::<Key>() + size_of::<Entry>()) + 16;
+    let key_bytes = match key {
+        Key::Secret(key) => text(key.as_str()),
+        Key::Version(uid, _) | Key::Vault(uid) => text(uid),
+        Key::Binding(parts) | Key::ConsumerBindings(parts) => {
+            size_of::<[String; 3]>() + parts.iter().map(|part| text(part)).sum::<usize>()
+        }
+    };
+    let record_bytes = match record {
+        Record::Secret(secret) => secret_cost(secret),
+        Record::Version(version) => version_cost(version),
+        Record::Binding(binding) => binding_cost(binding),
+        Record::ConsumerBindings(bindings) => bindings.iter().map(binding_cost).sum(),
+        Record::Vault(vault) => vault_cost(vault),
+    };
+    SLOT + key_bytes + record_bytes
+}
+
+/// A string's heap: its bytes, rounded up by the allocator.
+fn text(s: &str) -> usize {
+    if s.is_empty() { 0 } else { s.len() + 16 }
+}
+
+fn secret_cost(secret: &SecretRecord) -> usize {
+    let labels: usize = secret
+        .labels
+        .iter()
+        .map(|(key, value)| 2 * size_of::<String>() + text(key) + text(value))
+        .sum();
+    size_of::<SecretRecord>()
+        + [
+            secret.uid.as_str(),
+            secret.tenant.as_str(),
+            secret.key.as_str(),
+            &secret.display_name,
+            &secret.description,
+            &secret.provider,
+            &secret.vault,
+            &secret.external_ref,
+        ]
+        .into_iter()
+        .map(text)
+        .sum::<usize>()
+        + labels
+}
+
+fn version_cost(version: &VersionRecord) -> usize {
+    size_of::<VersionRecord>()
+        + [
+            version.secret_uid.as_str(),
+            &version.provider,
+            &version.vault,
+            &version.provider_version_ref,
+            version.material.as_deref().unwrap_or_default(),
+            &version.fingerprint,
+            &version.created_by,
+        ]
+        .into_iter()
+        .map(text)
+        .sum::<usize>()
+}
+
+fn binding_cost(binding: &BindingRecord) -> usize {
+    size_of::<BindingRecord>()
+        + [
+            binding.id.as_str(),
+            binding.tenant.as_str(),
+            &binding.secret_uid,
+            binding.secret_key.as_str(),
+            &binding.consumer_kind,
+            &binding.consumer_id,
+            &binding.config_path,
+            &binding.version_selector,
+            &binding.label,
+        ]
+        .into_iter()
+        .map(text)
+        .sum::<usize>()
+}
+
+fn vault_cost(vault: &VaultRecord) -> usize {
+    size_of::<VaultRecord>()
+        + [
+            vault.uid.as_str(),
+            vault.tenant.as_str(),
+            &vault.vault_id,
+            &vault.provider,
+            &vault.display_name,
+            &vault.config,
+            &vault.health_status,
+            &vault.health_message,
+        ]
+        .into_iter()
+        .map(text)
+        .sum::<usize>()
 }
 
 /// The invalidation clock when a lookup started reading the database.
@@ -133,6 +246,8 @@ struct State {
     notices: broadcast::Receiver<CommitNotice>,
     tenants: HashMap<TenantId, HashMap<Key, Entry>>,
     entries: usize,
+    /// The sum of the entries' costs.
+    bytes: usize,
     /// Bumped by every invalidation.
     clock: u64,
     /// The clock at each tenant's last invalidation (since `floor`).
@@ -165,11 +280,17 @@ impl State {
         self.clock += 1;
         if let Some(records) = self.tenants.remove(&tenant) {
             self.entries -= records.len();
+            self.bytes -= records.values().map(|entry| entry.cost).sum::<usize>();
         }
         self.invalidated.insert(tenant, self.clock);
         self.stats.invalidations += 1;
         metrics::counter!(METADATA_CACHE_INVALIDATIONS, "scope" => "tenant").increment(1);
+        self.publish_size();
+    }
+
+    fn publish_size(&self) {
         metrics::gauge!(METADATA_CACHE_ENTRIES).set(self.entries as f64);
+        metrics::gauge!(METADATA_CACHE_BYTES).set(self.bytes as f64);
     }
 
     fn clear(&mut self) {
@@ -178,9 +299,10 @@ impl State {
         self.tenants.clear();
         self.invalidated.clear();
         self.entries = 0;
+        self.bytes = 0;
         self.stats.invalidations += 1;
         metrics::counter!(METADATA_CACHE_INVALIDATIONS, "scope" => "all").increment(1);
-        metrics::gauge!(METADATA_CACHE_ENTRIES).set(0.0);
+        self.publish_size();
     }
 }
 
@@ -190,6 +312,7 @@ impl MetadataCache {
             notices: store.subscribe_commits(),
             tenants: HashMap::new(),
             entries: 0,
+            bytes: 0,
             clock: 0,
             invalidated: HashMap::new(),
             floor: 0,
@@ -213,6 +336,7 @@ impl MetadataCache {
         state.drain();
         MetadataCacheStats {
             entries: state.entries,
+            bytes: state.bytes,
             ..state.stats
         }
     }
@@ -295,23 +419,29 @@ impl MetadataCache {
         if last > ticket.0 {
             return;
         }
-        if state.entries >= self.options.max_entries {
+        let cost = entry_cost(&key, &record);
+        if cost > self.options.max_bytes {
+            return;
+        }
+        if state.bytes + cost > self.options.max_bytes {
             state.clear();
         }
         let entry = Entry {
             record,
             loaded: Instant::now(),
+            cost,
         };
-        if state
+        let replaced = state
             .tenants
             .entry(tenant.clone())
             .or_default()
-            .insert(key, entry)
-            .is_none()
-        {
-            state.entries += 1;
+            .insert(key, entry);
+        match replaced {
+            Some(old) => state.bytes -= old.cost,
+            None => state.entries += 1,
         }
-        metrics::gauge!(METADATA_CACHE_ENTRIES).set(state.entries as f64);
+        state.bytes += cost;
+        state.publish_size();
     }
 }
 
@@ -319,14 +449,14 @@ impl MetadataCache {
     /// The record under `key`, from the cache or else from `load` (kept if
     /// no invalidation raced the read). `unwrap` takes the record out of
     /// its [`Record`] variant; `wrap` puts it back.
-    async fn read_through<T: Clone>(
+    async fn read_through<T: ?Sized>(
         &self,
         tenant: &TenantId,
         key: Key,
-        unwrap: fn(Record) -> Option<T>,
-        wrap: fn(T) -> Record,
-        load: impl Future<Output = Result<Option<T>>>,
-    ) -> Result<Option<T>> {
+        unwrap: fn(Record) -> Option<Arc<T>>,
+        wrap: fn(Arc<T>) -> Record,
+        load: impl Future<Output = Result<Option<Arc<T>>>>,
+    ) -> Result<Option<Arc<T>>> {
         let ticket = match self.get(tenant, &key) {
             Ok(record) => match unwrap(record) {
                 Some(hit) => return Ok(Some(hit)),
@@ -336,7 +466,7 @@ impl MetadataCache {
         };
         let loaded = load.await?;
         if let (Some(record), Some(ticket)) = (&loaded, ticket) {
-            self.fill(tenant, key, wrap(record.clone()), ticket);
+            self.fill(tenant, key, wrap(Arc::clone(record)), ticket);
         }
         Ok(loaded)
     }
@@ -350,7 +480,11 @@ impl Coffer {
     }
 
     /// [`Coffer::load_secret`] through the metadata cache.
-    pub(crate) async fn cached_secret(&self, name: &SecretName) -> Result<SecretRecord> {
+    pub(crate) async fn cached_secret(&self, name: &SecretName) -> Result<Arc<SecretRecord>> {
+        let load = async {
+            let secret = self.store().get_secret(&name.tenant, &name.key).await?;
+            Ok(secret.map(Arc::new))
+        };
         self.inner
             .metadata
             .read_through(
@@ -361,7 +495,7 @@ impl Coffer {
                     _ => None,
                 },
                 Record::Secret,
-                self.store().get_secret(&name.tenant, &name.key),
+                load,
             )
             .await?
             .ok_or_else(|| secret_not_found(name))
@@ -386,7 +520,9 @@ impl Coffer {
         let mut missing = Vec::new();
         for key in keys {
             match cache.peek(tenant, &Key::Secret(key.clone())) {
-                Some(Record::Secret(secret)) => current.push((secret.uid, secret.current_version)),
+                Some(Record::Secret(secret)) => {
+                    current.push((secret.uid.clone(), secret.current_version));
+                }
                 _ => missing.push(key.clone()),
             }
         }
@@ -398,7 +534,7 @@ impl Coffer {
                         cache.fill(
                             tenant,
                             Key::Secret(secret.key.clone()),
-                            Record::Secret(secret),
+                            Record::Secret(Arc::new(secret)),
                             ticket,
                         );
                     }
@@ -422,7 +558,7 @@ impl Coffer {
             Ok(versions) => {
                 for version in versions {
                     let key = Key::Version(version.secret_uid.clone(), version.version);
-                    cache.fill(tenant, key, Record::Version(version), ticket);
+                    cache.fill(tenant, key, Record::Version(Arc::new(version)), ticket);
                 }
             }
             Err(err) => tracing::debug!(error = %err, "resolve prefetch of versions failed"),
@@ -434,7 +570,11 @@ impl Coffer {
         &self,
         secret: &SecretRecord,
         number: i64,
-    ) -> Result<Option<VersionRecord>> {
+    ) -> Result<Option<Arc<VersionRecord>>> {
+        let load = async {
+            let version = self.store().get_version(&secret.uid, number).await?;
+            Ok(version.map(Arc::new))
+        };
         self.inner
             .metadata
             .read_through(
@@ -445,7 +585,7 @@ impl Coffer {
                     _ => None,
                 },
                 Record::Version,
-                self.store().get_version(&secret.uid, number),
+                load,
             )
             .await
     }
@@ -458,18 +598,29 @@ impl Coffer {
         kind: &str,
         id: &str,
         config_path: &str,
-    ) -> Result<Option<BindingRecord>> {
+    ) -> Result<Option<Arc<BindingRecord>>> {
+        let load = async {
+            let binding = self
+                .store()
+                .find_binding(tenant, kind, id, config_path)
+                .await?;
+            Ok(binding.map(Arc::new))
+        };
         self.inner
             .metadata
             .read_through(
                 tenant,
-                Key::Binding(kind.to_owned(), id.to_owned(), config_path.to_owned()),
+                Key::Binding(Box::new([
+                    kind.to_owned(),
+                    id.to_owned(),
+                    config_path.to_owned(),
+                ])),
                 |record| match record {
                     Record::Binding(binding) => Some(binding),
                     _ => None,
                 },
                 Record::Binding,
-                self.store().find_binding(tenant, kind, id, config_path),
+                load,
             )
             .await
     }
@@ -482,19 +633,24 @@ impl Coffer {
         kind: &str,
         id: &str,
         prefix: &str,
-    ) -> Result<Vec<BindingRecord>> {
+    ) -> Result<Arc<[BindingRecord]>> {
         let load = async {
-            self.store()
+            let bindings = self
+                .store()
                 .consumer_bindings(tenant, kind, id, prefix)
-                .await
-                .map(Some)
+                .await?;
+            Ok(Some(Arc::from(bindings)))
         };
         let bindings = self
             .inner
             .metadata
             .read_through(
                 tenant,
-                Key::ConsumerBindings(kind.to_owned(), id.to_owned(), prefix.to_owned()),
+                Key::ConsumerBindings(Box::new([
+                    kind.to_owned(),
+                    id.to_owned(),
+                    prefix.to_owned(),
+                ])),
                 |record| match record {
                     Record::ConsumerBindings(bindings) => Some(bindings),
                     _ => None,
@@ -503,7 +659,7 @@ impl Coffer {
                 load,
             )
             .await?;
-        Ok(bindings.unwrap_or_default())
+        Ok(bindings.unwrap_or_else(|| Arc::from([])))
     }
 
     /// A vault record, through the metadata cache.
@@ -511,7 +667,11 @@ impl Coffer {
         &self,
         tenant: &TenantId,
         vault_id: &str,
-    ) -> Result<Option<VaultRecord>> {
+    ) -> Result<Option<Arc<VaultRecord>>> {
+        let load = async {
+            let vault = self.store().get_vault(tenant, vault_id).await?;
+            Ok(vault.map(Arc::new))
+        };
         self.inner
             .metadata
             .read_through(
@@ -522,7 +682,7 @@ impl Coffer {
                     _ => None,
                 },
                 Record::Vault,
-                self.store().get_vault(tenant, vault_id),
+                load,
             )
             .await
     }

@@ -13,6 +13,7 @@
 //! each is counted in `coffer_resolves_total` by outcome.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use coffer_core::record::{AuditOutcome, BindingRecord, SecretRecord, SecretState, VersionRecord};
 use coffer_core::validate::{MAX_BATCH_RESOLVE, VersionSelector};
@@ -56,8 +57,8 @@ pub struct ResolvedValue {
 /// A resolve that passed every metadata check and awaits its provider.
 #[derive(Debug)]
 pub(crate) struct Planned {
-    secret: SecretRecord,
-    version: VersionRecord,
+    secret: Arc<SecretRecord>,
+    version: Arc<VersionRecord>,
     /// The value cache's epoch taken before the metadata was read.
     cache_epoch: u64,
 }
@@ -295,7 +296,7 @@ impl Coffer {
 
     async fn planned_version(
         &self,
-        secret: SecretRecord,
+        secret: Arc<SecretRecord>,
         number: i64,
         cache_epoch: u64,
     ) -> Result<Planned> {

@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use coffer_core::record::VersionRecord;
 use coffer_providers::SecretValue;
@@ -44,9 +44,12 @@ use crate::observe::metrics::{
     VALUE_CACHE_BYTES, VALUE_CACHE_EVICTIONS, VALUE_CACHE_HITS, VALUE_CACHE_MISSES,
 };
 
-/// Bookkeeping charged per entry on top of the value's and uid's bytes, so
-/// a flood of tiny values is bounded too.
-const ENTRY_OVERHEAD: usize = 96;
+/// Bookkeeping charged per entry on top of the value's and uid's bytes: the
+/// map slot, the shared uid's and the version list's allocations, the LRU
+/// index's node share and the allocator's rounding (about 220 bytes in
+/// all). Counted so that the bound holds for small values, which are most
+/// secrets, and not only for the values' own bytes.
+const ENTRY_OVERHEAD: usize = 224;
 
 /// Settings of the decrypted-value cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +103,11 @@ pub(crate) struct ValueCache {
 
 #[derive(Default)]
 struct State {
-    /// uid → version → entry; nested so a purge finds a secret's versions.
-    entries: HashMap<String, HashMap<i64, Entry>>,
+    /// uid → its cached versions (usually one); nested so a purge finds a
+    /// secret's versions. The uid is shared with `order`.
+    entries: HashMap<Arc<str>, Vec<(i64, Entry)>>,
     /// Last-use tick → key; the first is the least recently used.
-    order: BTreeMap<u64, (String, i64)>,
+    order: BTreeMap<u64, (Arc<str>, i64)>,
     tick: u64,
     /// Bumped by every invalidation; see the module doc.
     epoch: u64,
@@ -150,8 +154,8 @@ impl ValueCache {
         let found = state
             .entries
             .get_mut(uid)
-            .and_then(|versions| versions.get_mut(&version))
-            .map(|entry| {
+            .and_then(|versions| versions.iter_mut().find(|(number, _)| *number == version))
+            .map(|(_, entry)| {
                 let previous = entry.last_used;
                 entry.last_used = tick;
                 (previous, entry.value.clone())
@@ -190,15 +194,19 @@ impl ValueCache {
         state.remove(uid, version);
         state.tick += 1;
         let tick = state.tick;
-        state.order.insert(tick, (uid.to_owned(), version));
-        state.entries.entry(uid.to_owned()).or_default().insert(
+        let uid: Arc<str> = match state.entries.get_key_value(uid) {
+            Some((shared, _)) => Arc::clone(shared),
+            None => Arc::from(uid),
+        };
+        state.order.insert(tick, (Arc::clone(&uid), version));
+        state.entries.entry(uid).or_default().push((
             version,
             Entry {
                 value: value.clone(),
                 last_used: tick,
                 cost,
             },
-        );
+        ));
         state.stats.bytes += cost;
         let mut evicted = 0;
         while state.stats.bytes > self.options.max_bytes {
@@ -234,7 +242,7 @@ impl ValueCache {
         let versions: Vec<i64> = state
             .entries
             .get(uid)
-            .map(|versions| versions.keys().copied().collect())
+            .map(|versions| versions.iter().map(|(number, _)| *number).collect())
             .unwrap_or_default();
         let mut evicted = 0;
         for version in versions {
@@ -255,9 +263,10 @@ impl State {
         let Some(versions) = self.entries.get_mut(uid) else {
             return false;
         };
-        let Some(entry) = versions.remove(&version) else {
+        let Some(position) = versions.iter().position(|(number, _)| *number == version) else {
             return false;
         };
+        let (_, entry) = versions.swap_remove(position);
         if versions.is_empty() {
             self.entries.remove(uid);
         }

@@ -409,7 +409,10 @@ impl Coffer {
         let record = if through_cache {
             self.cached_vault(tenant, &name.vault_id).await?
         } else {
-            self.store().get_vault(tenant, &name.vault_id).await?
+            self.store()
+                .get_vault(tenant, &name.vault_id)
+                .await?
+                .map(Arc::new)
         };
         let record = record
             .ok_or_else(|| Error::internal(format_args!("stored vault {vault} does not exist")))?;

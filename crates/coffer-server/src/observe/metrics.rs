@@ -68,6 +68,7 @@ pub const METADATA_CACHE_HITS: &str = "coffer_metadata_cache_hits_total";
 pub const METADATA_CACHE_MISSES: &str = "coffer_metadata_cache_misses_total";
 pub const METADATA_CACHE_INVALIDATIONS: &str = "coffer_metadata_cache_invalidations_total";
 pub const METADATA_CACHE_ENTRIES: &str = "coffer_metadata_cache_entries";
+pub const METADATA_CACHE_BYTES: &str = "coffer_metadata_cache_bytes";
 pub const AUDIT_BATCH_SIZE: &str = "coffer_audit_batch_size";
 pub const AUDIT_FLUSH_DURATION: &str = "coffer_audit_flush_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
@@ -197,6 +198,11 @@ fn describe() {
         METADATA_CACHE_ENTRIES,
         Unit::Count,
         "records held by the metadata cache"
+    );
+    metrics::describe_gauge!(
+        METADATA_CACHE_BYTES,
+        Unit::Bytes,
+        "estimated heap held by the metadata cache's records"
     );
     metrics::describe_histogram!(
         AUDIT_BATCH_SIZE,

@@ -335,10 +335,10 @@ pub(crate) const KEYS: &[Key] = &[
     },
     Key {
         section: "cache",
-        name: "metadata_max_entries",
+        name: "metadata_max_bytes",
         kind: U64,
-        shown: Shown::Default("100000"),
-        doc: "Records the metadata cache holds at most (1 to 10000000).",
+        shown: Shown::Default("33554432"),
+        doc: "Bound on the metadata cache, in bytes of estimated heap (65536 to\n17179869184); a full cache starts over.",
     },
     Key {
         section: "audit",

@@ -146,9 +146,9 @@ impl Config {
         );
         in_range(
             &mut out,
-            "cache.metadata_max_entries",
-            wide(cache.metadata_max_entries),
-            1..=10_000_000,
+            "cache.metadata_max_bytes",
+            wide(cache.metadata_max_bytes),
+            65_536..=17_179_869_184,
         );
         in_range(
             &mut out,
