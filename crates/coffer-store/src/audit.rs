@@ -28,7 +28,7 @@
 //! statement is prepared once per connection whatever the batch size. On
 //! PostgreSQL a batch is cut into statements of at most
 //! [`PG_STATEMENT_BYTES`] (see there why), each chained from the head the
-//! one before it leaves.
+//! one before it leaves, all in one transaction (one commit per batch).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -38,7 +38,7 @@ use coffer_core::record::{AuditEventRecord, AuditOutcome, NewAuditEvent, UnixMic
 use coffer_core::{Error, Result, TenantId};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect, RuntimeErr, Statement, Value,
+    QuerySelect, RuntimeErr, Statement, TransactionTrait, Value,
 };
 
 use crate::conn::{Backend, Store};
@@ -392,6 +392,25 @@ fn heads_json(pieces: &[Piece]) -> Result<String> {
     String::from_utf8(out).map_err(Error::internal)
 }
 
+/// Runs [`APPEND_IF_UNMOVED_PG`] on `conn` (the pool, or the transaction of
+/// a batch cut into several statements); the tenants whose heads moved.
+async fn append_if_unmoved(
+    conn: &impl ConnectionTrait,
+    heads: String,
+    rows: String,
+) -> std::result::Result<BTreeSet<String>, DbErr> {
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            APPEND_IF_UNMOVED_PG,
+            [Value::from(heads), Value::from(rows)],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect()
+}
+
 /// A PostgreSQL deadlock or serialization failure: the statement did
 /// nothing and may simply be tried again another way.
 fn is_lock_conflict(err: &DbErr) -> bool {
@@ -497,10 +516,11 @@ impl Store {
     /// what it can into `out` and takes it out of `pending`; what is left
     /// (new tenants, heads that kept moving) takes the locking path. A
     /// batch larger than [`PG_STATEMENT_BYTES`] goes out as several
-    /// statements, one after the other, each chained from the head the
-    /// one before leaves: each is atomic, and one whose head does not
-    /// match stores nothing, so what is stored of a tenant is always a
-    /// prefix of its events.
+    /// statements in one transaction, one after the other, each chained
+    /// from the head the one before leaves: one whose head does not match
+    /// stores nothing for that tenant, so what is stored of a tenant is
+    /// always a prefix of its events, and a failed statement rolls the
+    /// whole batch back.
     async fn append_optimistic(
         &self,
         pending: &mut ByTenant,
@@ -576,11 +596,23 @@ impl Store {
                 .collect::<Result<Vec<String>>>()?;
 
             // Run them in order. Stored events of a tenant form a prefix.
+            // Several statements share one transaction: one commit (one WAL
+            // flush) for the batch instead of one per statement, and the
+            // heads moved by the first stay locked for the rest.
             let mut stored: BTreeMap<TenantId, usize> = BTreeMap::new();
             let mut conflict = false;
             let mut failure = None;
+            let tx = if statements.len() > 1 {
+                Some(self.write.begin().await.map_err(db_err)?)
+            } else {
+                None
+            };
             for ((statement, moves), rows) in statements.iter().zip(moves).zip(rows.done) {
-                let moved = match self.append_if_unmoved(moves, rows).await {
+                let moved = match &tx {
+                    Some(tx) => append_if_unmoved(tx, moves, rows).await,
+                    None => append_if_unmoved(&self.write, moves, rows).await,
+                };
+                let moved = match moved {
                     Ok(moved) => moved,
                     Err(err) => {
                         // The statement did nothing, or (a connection lost
@@ -601,6 +633,27 @@ impl Store {
                         // Another appender moved this head first.
                         heads.remove(&piece.tenant);
                     }
+                }
+            }
+            if let Some(tx) = tx {
+                let committed = if conflict || failure.is_some() {
+                    // Dropped: rolled back, nothing of the batch is stored.
+                    drop(tx);
+                    false
+                } else {
+                    match tx.commit().await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            failure = Some(db_err(err));
+                            false
+                        }
+                    }
+                };
+                if !committed {
+                    // Not stored (or, a connection lost at the commit,
+                    // maybe stored): every head of the batch is read again
+                    // below, and its events are reported failed.
+                    stored.clear();
                 }
             }
             for (tenant, count) in stored {
@@ -638,25 +691,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    /// Runs [`APPEND_IF_UNMOVED_PG`]; the tenants whose heads moved.
-    async fn append_if_unmoved(
-        &self,
-        heads: String,
-        rows: String,
-    ) -> std::result::Result<BTreeSet<String>, DbErr> {
-        let rows = self
-            .write
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                APPEND_IF_UNMOVED_PG,
-                [Value::from(heads), Value::from(rows)],
-            ))
-            .await?;
-        rows.iter()
-            .map(|row| row.try_get_by_index::<String>(0))
-            .collect()
     }
 
     /// The current heads of `tenants` that have one (PostgreSQL).

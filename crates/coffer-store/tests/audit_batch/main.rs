@@ -402,9 +402,24 @@ async fn a_refused_batch_stores_nothing_and_the_next_one_chains_on() {
             assert_eq!(err.code(), ErrorCode::Internal, "{err:?}");
         }
         stored(&store, &mut heads, vec![event("acme", "ok2")]).await;
+        // A batch cut into several statements, refused in its last one:
+        // the earlier statements are rolled back with it.
+        let mut big: Vec<NewAuditEvent> = (0..150)
+            .map(|i| event("acme", &format!("lost-{i}")))
+            .collect();
+        let mut bad = event("acme", "bad-last");
+        bad.resource = "nul\u{0}here".to_owned();
+        big.push(bad);
+        let outcomes = store.append_audit_batch(big, &mut heads).await;
+        assert_eq!(outcomes.len(), 151);
+        assert!(
+            outcomes.iter().all(Result::is_err),
+            "the batch is refused whole"
+        );
+        stored(&store, &mut heads, vec![event("acme", "ok3")]).await;
         let events = verified(&store, &acme).await;
         let ids: Vec<&str> = events.iter().map(|r| r.event.request_id.as_str()).collect();
-        assert_eq!(ids, ["ok1", "ok2"]);
+        assert_eq!(ids, ["ok1", "ok2", "ok3"]);
         assert_eq!(verified(&store, &tenant("globex")).await.len(), 1);
     })
     .await;
