@@ -453,7 +453,7 @@ async fn metrics_series_follow_the_calls(db: Db) {
     has("coffer_audit_flush_duration_seconds_count", &[]);
     let pools: &[&str] = match db {
         Db::Sqlite => &["read", "write"],
-        Db::Postgres => &["shared"],
+        Db::Postgres => &["shared", "audit"],
     };
     for pool in pools {
         has("coffer_db_pool_max_connections", &[("pool", pool)]);

@@ -603,14 +603,14 @@ impl Store {
             let mut conflict = false;
             let mut failure = None;
             let tx = if statements.len() > 1 {
-                Some(self.write.begin().await.map_err(db_err)?)
+                Some(self.audit.begin().await.map_err(db_err)?)
             } else {
                 None
             };
             for ((statement, moves), rows) in statements.iter().zip(moves).zip(rows.done) {
                 let moved = match &tx {
                     Some(tx) => append_if_unmoved(tx, moves, rows).await,
-                    None => append_if_unmoved(&self.write, moves, rows).await,
+                    None => append_if_unmoved(&self.audit, moves, rows).await,
                 };
                 let moved = match moved {
                     Ok(moved) => moved,
@@ -698,7 +698,7 @@ impl Store {
         let names: Vec<&str> = tenants.iter().map(|t| t.as_str()).collect();
         let names = serde_json::to_string(&names).map_err(Error::internal)?;
         let rows = self
-            .write
+            .audit
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 READ_HEADS_PG,

@@ -80,7 +80,8 @@ impl Default for StoreOptions {
 /// How one connection pool is used right now (for metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUsage {
-    /// `read` and `write` on SQLite, `shared` for PostgreSQL's one pool.
+    /// `read` and `write` on SQLite; `shared` and `audit` (the audit
+    /// writer's own) on PostgreSQL.
     pub pool: &'static str,
     /// Open connections waiting in the pool.
     pub idle: u32,
@@ -102,6 +103,12 @@ pub struct MigrationStatus {
 pub struct Store {
     pub(crate) read: DatabaseConnection,
     pub(crate) write: DatabaseConnection,
+    /// The audit writer's group commits ([`Store::append_audit_batch`]).
+    /// On PostgreSQL a connection of its own: every resolve waits for the
+    /// writer, so the writer must not queue for a connection behind the
+    /// resolves' own cold reads (it did, and a batch took three times as
+    /// long under `resolve-many`). On SQLite the one write connection.
+    pub(crate) audit: DatabaseConnection,
     backend: Backend,
     /// Tenants changed by a committed transaction (see
     /// [`Store::subscribe_commits`]).
@@ -119,6 +126,10 @@ pub struct Store {
     /// audited call as healthy.
     pub(crate) write_blocked: Arc<AtomicBool>,
 }
+
+/// Connections of the audit writer's own pool on PostgreSQL: it runs one
+/// batch at a time.
+const AUDIT_CONNECTIONS: u32 = 1;
 
 /// How many commit notices a slow subscriber may lag behind before it is
 /// told it missed some (and re-reads).
@@ -144,10 +155,14 @@ impl Store {
             let timeout = options.statement_timeout;
             opts.map_sqlx_postgres_opts(move |pg| with_statement_timeout(pg, timeout));
             let pool = Database::connect(opts).await.map_err(db_err)?;
+            let mut audit_opts = pool_options(url, &options, AUDIT_CONNECTIONS);
+            audit_opts.map_sqlx_postgres_opts(move |pg| with_statement_timeout(pg, timeout));
+            let audit = Database::connect(audit_opts).await.map_err(db_err)?;
             let remote = RemoteCommits::new(pool.get_postgres_connection_pool());
             Ok(Store::assemble(
                 pool.clone(),
                 pool,
+                audit,
                 Backend::Postgres,
                 Some(remote),
             ))
@@ -186,12 +201,18 @@ impl Store {
         if is_sqlite_memory(url) {
             // Every connection to an in-memory database is a database of its
             // own, so reads must share the one write connection.
-            return Ok(Store::assemble(write.clone(), write, Backend::Sqlite, None));
+            return Ok(Store::assemble(
+                write.clone(),
+                write.clone(),
+                write,
+                Backend::Sqlite,
+                None,
+            ));
         }
         let mut read_opts = pool_options(url, options, options.max_connections.max(1));
         read_opts.map_sqlx_sqlite_opts(tune);
         let read = Database::connect(read_opts).await.map_err(db_err)?;
-        let store = Store::assemble(read, write, Backend::Sqlite, None);
+        let store = Store::assemble(read, write.clone(), write, Backend::Sqlite, None);
         spawn_checkpointer(store.read.clone(), Arc::downgrade(&store.write_blocked));
         Ok(store)
     }
@@ -199,12 +220,14 @@ impl Store {
     fn assemble(
         read: DatabaseConnection,
         write: DatabaseConnection,
+        audit: DatabaseConnection,
         backend: Backend,
         remote: Option<RemoteCommits>,
     ) -> Store {
         Store {
             read,
             write,
+            audit,
             backend,
             commits: broadcast::channel(COMMIT_NOTICES).0,
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
@@ -359,7 +382,10 @@ impl Store {
                 usage("read", self.read.get_sqlite_connection_pool()),
                 usage("write", self.write.get_sqlite_connection_pool()),
             ],
-            Backend::Postgres => vec![usage("shared", self.write.get_postgres_connection_pool())],
+            Backend::Postgres => vec![
+                usage("shared", self.write.get_postgres_connection_pool()),
+                usage("audit", self.audit.get_postgres_connection_pool()),
+            ],
         }
     }
 
@@ -453,8 +479,9 @@ impl Store {
             remote.pool.close().await;
         }
         self.write.close_by_ref().await.map_err(db_err)?;
-        if self.backend == Backend::Sqlite {
-            self.read.close_by_ref().await.map_err(db_err)?;
+        match self.backend {
+            Backend::Sqlite => self.read.close_by_ref().await.map_err(db_err)?,
+            Backend::Postgres => self.audit.close_by_ref().await.map_err(db_err)?,
         }
         Ok(())
     }
