@@ -343,6 +343,12 @@ fn full_cycle(database_url: Option<&str>) {
         log.contains("DEBUG") || log.contains("debug"),
         "the server did not log at debug level"
     );
+    // Lines go out through a writer thread; the last ones, logged just
+    // before exit, are written too.
+    assert!(
+        log.contains("server stopped"),
+        "the last lines are missing: {log}"
+    );
     assert!(
         !log.contains(CANARY),
         "the canary value appeared in the server log"
