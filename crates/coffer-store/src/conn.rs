@@ -106,8 +106,8 @@ pub struct Store {
     /// The audit writer's group commits ([`Store::append_audit_batch`]).
     /// On PostgreSQL a connection of its own: every resolve waits for the
     /// writer, so the writer must not queue for a connection behind the
-    /// resolves' own cold reads (it did, and a batch took three times as
-    /// long under `resolve-many`). On SQLite the one write connection.
+    /// resolves' own cold reads (docs/PERFORMANCE.md, fifth run). On SQLite
+    /// the one write connection.
     pub(crate) audit: DatabaseConnection,
     backend: Backend,
     /// Tenants changed by a committed transaction (see

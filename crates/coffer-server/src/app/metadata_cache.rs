@@ -149,6 +149,11 @@ fn text(s: &str) -> usize {
     if s.is_empty() { 0 } else { s.len() + 16 }
 }
 
+/// The heap of a record's strings.
+fn texts(fields: &[&str]) -> usize {
+    fields.iter().map(|field| text(field)).sum()
+}
+
 fn secret_cost(secret: &SecretRecord) -> usize {
     let labels: usize = secret
         .labels
@@ -156,7 +161,7 @@ fn secret_cost(secret: &SecretRecord) -> usize {
         .map(|(key, value)| 2 * size_of::<String>() + text(key) + text(value))
         .sum();
     size_of::<SecretRecord>()
-        + [
+        + texts(&[
             secret.uid.as_str(),
             secret.tenant.as_str(),
             secret.key.as_str(),
@@ -165,16 +170,13 @@ fn secret_cost(secret: &SecretRecord) -> usize {
             &secret.provider,
             &secret.vault,
             &secret.external_ref,
-        ]
-        .into_iter()
-        .map(text)
-        .sum::<usize>()
+        ])
         + labels
 }
 
 fn version_cost(version: &VersionRecord) -> usize {
     size_of::<VersionRecord>()
-        + [
+        + texts(&[
             version.secret_uid.as_str(),
             &version.provider,
             &version.vault,
@@ -182,15 +184,12 @@ fn version_cost(version: &VersionRecord) -> usize {
             version.material.as_deref().unwrap_or_default(),
             &version.fingerprint,
             &version.created_by,
-        ]
-        .into_iter()
-        .map(text)
-        .sum::<usize>()
+        ])
 }
 
 fn binding_cost(binding: &BindingRecord) -> usize {
     size_of::<BindingRecord>()
-        + [
+        + texts(&[
             binding.id.as_str(),
             binding.tenant.as_str(),
             &binding.secret_uid,
@@ -200,15 +199,12 @@ fn binding_cost(binding: &BindingRecord) -> usize {
             &binding.config_path,
             &binding.version_selector,
             &binding.label,
-        ]
-        .into_iter()
-        .map(text)
-        .sum::<usize>()
+        ])
 }
 
 fn vault_cost(vault: &VaultRecord) -> usize {
     size_of::<VaultRecord>()
-        + [
+        + texts(&[
             vault.uid.as_str(),
             vault.tenant.as_str(),
             &vault.vault_id,
@@ -217,10 +213,7 @@ fn vault_cost(vault: &VaultRecord) -> usize {
             &vault.config,
             &vault.health_status,
             &vault.health_message,
-        ]
-        .into_iter()
-        .map(text)
-        .sum::<usize>()
+        ])
 }
 
 /// The invalidation clock when a lookup started reading the database.
