@@ -230,10 +230,13 @@ type ByTenant = BTreeMap<TenantId, Vec<(usize, NewAuditEvent)>>;
 fn by_tenant(events: Vec<NewAuditEvent>) -> ByTenant {
     let mut grouped = ByTenant::new();
     for (index, event) in events.into_iter().enumerate() {
-        grouped
-            .entry(event.tenant.clone())
-            .or_default()
-            .push((index, event));
+        // Most batches hold one tenant: its id is cloned once, not per event.
+        match grouped.get_mut(&event.tenant) {
+            Some(events) => events.push((index, event)),
+            None => {
+                grouped.insert(event.tenant.clone(), vec![(index, event)]);
+            }
+        }
     }
     grouped
 }
@@ -479,14 +482,25 @@ impl Store {
             .await;
             match stored {
                 Ok(stored) => {
+                    // Each tenant's records come in seq order: its last one
+                    // is its new head.
+                    let mut last_of_tenant = stored.iter().peekable();
+                    while let Some((_, record)) = last_of_tenant.next() {
+                        let tenant = &record.event.tenant;
+                        if last_of_tenant
+                            .peek()
+                            .is_none_or(|(_, next)| next.event.tenant != *tenant)
+                        {
+                            heads.insert(
+                                tenant.clone(),
+                                ChainHead {
+                                    seq: record.seq,
+                                    hash: record.hash.clone(),
+                                },
+                            );
+                        }
+                    }
                     for (index, record) in stored {
-                        heads.insert(
-                            record.event.tenant.clone(),
-                            ChainHead {
-                                seq: record.seq,
-                                hash: record.hash.clone(),
-                            },
-                        );
                         if let Some(slot) = out.get_mut(index) {
                             *slot = Some(Ok(record));
                         }

@@ -49,6 +49,12 @@ impl Default for AuditWriterOptions {
 /// One queued resolve event and who waits for it.
 struct Pending {
     event: NewAuditEvent,
+    waiter: Waiter,
+}
+
+/// Who waits for a queued event: kept by the writer while the event itself
+/// moves into the store.
+struct Waiter {
     /// The secret whose `last_resolve_time` moves, for successful resolves.
     resolved_uid: Option<String>,
     done: oneshot::Sender<Result<()>>,
@@ -95,8 +101,10 @@ impl AuditWriter {
         let (done, _ignored) = oneshot::channel();
         let pending = Queued::Event(Box::new(Pending {
             event,
-            resolved_uid: None,
-            done,
+            waiter: Waiter {
+                resolved_uid: None,
+                done,
+            },
         }));
         if self.queue.try_send(pending).is_err() {
             tracing::warn!("audit queue full or closed; a denial event was dropped");
@@ -108,8 +116,7 @@ impl AuditWriter {
         let (done, wait) = oneshot::channel();
         let pending = Queued::Event(Box::new(Pending {
             event,
-            resolved_uid,
-            done,
+            waiter: Waiter { resolved_uid, done },
         }));
         self.queue
             .send(pending)
@@ -145,12 +152,13 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
                 continue;
             }
         };
-        let mut batch = vec![first];
+        let (mut events, mut waiters) = (Vec::new(), Vec::new());
+        take(first, &mut events, &mut waiters);
         let mut flushes = Vec::new();
         let deadline = tokio::time::Instant::now() + options.max_delay;
         // A flush barrier ends the batch at once: whoever waits on it should
         // not wait for company.
-        while batch.len() < options.max_batch && flushes.is_empty() {
+        while events.len() < options.max_batch && flushes.is_empty() {
             let next = if options.max_delay.is_zero() {
                 // What is queued now, and not a moment more: a timer, even
                 // one already due, fires on the timer's next millisecond
@@ -164,18 +172,20 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
                     .flatten()
             };
             match next {
-                Some(Queued::Event(next)) => batch.push(next),
+                Some(Queued::Event(next)) => take(next, &mut events, &mut waiters),
                 Some(Queued::Flush(done)) => flushes.push(done),
                 None => break,
             }
         }
         let started = std::time::Instant::now();
-        let outcomes = write_batch(&store, &batch, &mut heads, &mut stamps, &stamper).await;
-        observe_batch(batch.len(), started.elapsed());
+        let count = events.len();
+        let outcomes =
+            write_batch(&store, events, &waiters, &mut heads, &mut stamps, &stamper).await;
+        observe_batch(count, started.elapsed());
         let failed = outcomes.iter().filter(|o| o.is_err()).count();
         if let Some(Err(err)) = outcomes.iter().find(|o| o.is_err()) {
             tracing::error!(
-                events = batch.len(),
+                events = count,
                 failed,
                 cause = err.internal_cause().unwrap_or(err.message()),
                 "audit batch failed; its resolves fail closed"
@@ -187,10 +197,10 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
             // wait for its own attempt (a pool timeout each, one after the
             // other) past the callers' deadlines. Fail it now; callers
             // retry, and the next event tries the database afresh.
-            while batch.len() < options.queue {
+            while waiters.len() < options.queue {
                 match receiver.try_recv() {
                     Ok(Queued::Event(next)) => {
-                        batch.push(next);
+                        waiters.push(next.waiter);
                         outcomes.push(false);
                     }
                     Ok(Queued::Flush(done)) => flushes.push(done),
@@ -198,18 +208,25 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Queued>, options: AuditW
                 }
             }
         }
-        for (pending, stored) in batch.into_iter().zip(outcomes) {
+        for (waiter, stored) in waiters.into_iter().zip(outcomes) {
             let outcome = if stored {
                 Ok(())
             } else {
                 Err(audit_unavailable("writing the audit batch failed"))
             };
-            let _ = pending.done.send(outcome);
+            let _ = waiter.done.send(outcome);
         }
         for done in flushes {
             let _ = done.send(());
         }
     }
+}
+
+/// Moves a queued event into the batch and its waiter beside it.
+fn take(pending: Box<Pending>, events: &mut Vec<NewAuditEvent>, waiters: &mut Vec<Waiter>) {
+    let Pending { event, waiter } = *pending;
+    events.push(event);
+    waiters.push(waiter);
 }
 
 /// Batch size and commit latency, failed batches included.
@@ -232,7 +249,7 @@ struct ResolveStamps(HashMap<String, i64>);
 
 impl ResolveStamps {
     /// The resolved secrets (of the stored events given) whose stamp is due.
-    fn due<'a>(&self, stored: impl IntoIterator<Item = &'a Pending>, now: i64) -> Vec<String> {
+    fn due<'a>(&self, stored: impl IntoIterator<Item = &'a Waiter>, now: i64) -> Vec<String> {
         let mut due: Vec<String> = stored
             .into_iter()
             .filter_map(|p| p.resolved_uid.as_ref())
@@ -264,12 +281,12 @@ impl ResolveStamps {
 /// it is durable. Only the secrets of stored resolves get their stamp.
 async fn write_batch(
     store: &Store,
-    batch: &[Box<Pending>],
+    events: Vec<NewAuditEvent>,
+    waiters: &[Waiter],
     heads: &mut HashMap<TenantId, ChainHead>,
     stamps: &mut ResolveStamps,
     stamper: &mpsc::Sender<(Vec<String>, i64)>,
 ) -> Vec<Result<()>> {
-    let events = batch.iter().map(|p| p.event.clone()).collect();
     let outcomes: Vec<Result<()>> = store
         .append_audit_batch(events, heads)
         .await
@@ -277,11 +294,11 @@ async fn write_batch(
         .map(|stored| stored.map(|_| ()))
         .collect();
     let now = now_micros();
-    let stored = batch
+    let stored = waiters
         .iter()
         .zip(&outcomes)
         .filter(|(_, outcome)| outcome.is_ok())
-        .map(|(pending, _)| &**pending);
+        .map(|(waiter, _)| waiter);
     let due = stamps.due(stored, now);
     if !due.is_empty() {
         stamps.written(due.clone(), now);
@@ -488,33 +505,26 @@ mod tests {
 
     #[test]
     fn resolve_stamps_are_written_once_per_interval() {
-        let tenant = TenantId::parse("acme", "tenant").unwrap();
-        let pending = |uid: Option<&str>| {
-            Box::new(Pending {
-                event: denial(&tenant),
-                resolved_uid: uid.map(str::to_owned),
-                done: oneshot::channel().0,
-            })
+        let waiter = |uid: Option<&str>| Waiter {
+            resolved_uid: uid.map(str::to_owned),
+            done: oneshot::channel().0,
         };
         let batch = [
-            pending(Some("b")),
-            pending(Some("a")),
-            pending(Some("b")),
-            pending(None),
+            waiter(Some("b")),
+            waiter(Some("a")),
+            waiter(Some("b")),
+            waiter(None),
         ];
         let mut stamps = ResolveStamps::default();
         let t0 = 1_000_000_000;
-        assert_eq!(stamps.due(batch.iter().map(|p| &**p), t0), ["a", "b"]);
-        stamps.written(stamps.due(batch.iter().map(|p| &**p), t0), t0);
+        assert_eq!(stamps.due(&batch, t0), ["a", "b"]);
+        stamps.written(stamps.due(&batch, t0), t0);
         // Within the interval nothing is due; a new secret is.
         let later = t0 + RESOLVE_STAMP_INTERVAL_MICROS - 1;
-        assert!(stamps.due(batch.iter().map(|p| &**p), later).is_empty());
-        assert_eq!(stamps.due([&*pending(Some("c"))], later), ["c"]);
+        assert!(stamps.due(&batch, later).is_empty());
+        assert_eq!(stamps.due([&waiter(Some("c"))], later), ["c"]);
         // Once the interval has passed, the stamps are due again.
-        let due = stamps.due(
-            batch.iter().map(|p| &**p),
-            t0 + RESOLVE_STAMP_INTERVAL_MICROS,
-        );
+        let due = stamps.due(&batch, t0 + RESOLVE_STAMP_INTERVAL_MICROS);
         assert_eq!(due, ["a", "b"]);
     }
 
