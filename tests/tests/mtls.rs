@@ -160,10 +160,17 @@ async fn principal_is_the_uri_san_else_the_cn() {
     let lookalike = list(channel(&server, Some(&pki.client("spiffe://corp/ops/")))).await;
     assert_eq!(lookalike.unwrap_err().code(), Code::NotFound);
 
-    // A certificate from the right CA that names nobody: UNAUTHENTICATED.
-    let err = list(channel(&server, Some(&pki.anonymous_client())))
+    // A certificate from the right CA that names nobody: UNAUTHENTICATED,
+    // on every call (the server remembers each certificate's answer).
+    let anonymous = channel(&server, Some(&pki.anonymous_client()));
+    for _ in 0..2 {
+        let err = list(anonymous.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+    // ...while a named caller on its own connection still is who it is.
+    let listed = list(channel(&server, Some(&pki.client("alice"))))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        .unwrap();
+    assert_eq!(listed.secrets.len(), 1);
     server.stop().await;
 }

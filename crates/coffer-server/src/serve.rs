@@ -101,7 +101,7 @@ impl ServeOptions {
     /// Defaults for a server with mutual TLS and a role policy.
     pub fn mtls(mtls: &Mtls) -> Self {
         ServeOptions {
-            authenticator: Authenticator::Mtls,
+            authenticator: Authenticator::mtls(),
             policy: mtls.policy.clone(),
             tls: Some(mtls.tls.clone()),
             ..ServeOptions::dev()
@@ -221,12 +221,12 @@ pub async fn serve(
                 "the dev admin authenticator cannot be used with tls",
             ));
         }
-        (Authenticator::Mtls, None) => {
+        (Authenticator::Mtls(_), None) => {
             return Err(ServeError::Options(
                 "mtls authentication needs tls settings",
             ));
         }
-        (Authenticator::DevAdmin, None) | (Authenticator::Mtls, Some(_)) => {}
+        (Authenticator::DevAdmin, None) | (Authenticator::Mtls(_), Some(_)) => {}
     }
     // Everything that can fail comes before the first task is spawned.
     let metrics_endpoint = match options.metrics_listener {
