@@ -456,3 +456,56 @@ store_test!(
         }
     }
 );
+
+store_test!(
+    a_batch_that_collides_with_a_stored_row_stores_none_of_it,
+    |store| async move {
+        let acme = tenant("acme");
+        let mut heads = Heads::new();
+        stored(&store, &mut heads, vec![event("acme", "ok1")]).await;
+        // A stray row where the batch's second event belongs (seq 3).
+        coffer_store::testing::execute_raw(
+            &store,
+            "INSERT INTO audit_events (tenant, seq, time, principal, action, resource, \
+             version, consumer_kind, consumer_id, config_path, context, outcome, reason, \
+             request_id, prev_hash, hash) VALUES ('acme', 3, 0, 'p', 'stray', 'r', 0, '', '', \
+             '', '{}', 'success', '', 'stray', 'x', 'y')",
+        )
+        .await;
+        let outcomes = store
+            .append_audit_batch(
+                vec![
+                    event("acme", "lost1"),
+                    event("acme", "lost2"),
+                    event("acme", "lost3"),
+                ],
+                &mut heads,
+            )
+            .await;
+        assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
+        // Nothing of the batch is stored, not even the event before the
+        // collision, and the head did not move.
+        let ids: Vec<String> = all_events(&store, &acme)
+            .await
+            .into_iter()
+            .map(|r| r.event.request_id)
+            .collect();
+        assert_eq!(ids, ["ok1", "stray"]);
+        assert_eq!(store.audit_head(&acme).await.unwrap().unwrap().seq, 1);
+        // The store works on: the stray row removed, the next batch and a
+        // mutation chain on from the head.
+        coffer_store::testing::execute_raw(
+            &store,
+            "DELETE FROM audit_events WHERE request_id = 'stray'",
+        )
+        .await;
+        stored(&store, &mut heads, vec![event("acme", "ok2")]).await;
+        mutation(&store, "acme", "m1").await;
+        let ids: Vec<String> = verified(&store, &acme)
+            .await
+            .into_iter()
+            .map(|r| r.event.request_id)
+            .collect();
+        assert_eq!(ids, ["ok1", "ok2", "m1"]);
+    }
+);
