@@ -17,16 +17,17 @@
 //!   that is one statement outside any explicit transaction (one round trip
 //!   and one commit per batch); a head that another appender moved (a
 //!   mutation, another replica) is read again and the batch re-chained.
-//!   SQLite keeps one transaction per batch (its single writer makes that
-//!   cheap) with the same conditional head update.
+//!   SQLite runs the batch on the audit writer's own connection as one
+//!   transaction in one trip to its worker thread, with the same
+//!   conditional head update (see [`crate::audit_sqlite`]).
 //!
 //! Either way seqs stay gapless per tenant under any mix of appenders: an
 //! event row is only written by whoever moved the head over its seq, in the
-//! same atomic statement or transaction. Event rows go in with one
-//! constant-text INSERT whose single parameter is the rows as a JSON array
-//! (`jsonb_each` on SQLite, `jsonb_array_elements` on PostgreSQL), so the
-//! statement is prepared once per connection whatever the batch size. On
-//! PostgreSQL a batch is cut into statements of at most
+//! same atomic statement or transaction. Mutations' and PostgreSQL's event
+//! rows go in with one constant-text INSERT whose single parameter is the
+//! rows as a JSON array (`jsonb_each` on SQLite, `jsonb_array_elements` on
+//! PostgreSQL), so the statement is prepared once per connection whatever
+//! the batch size. On PostgreSQL a batch is cut into statements of at most
 //! [`PG_STATEMENT_BYTES`] (see there why), each chained from the head the
 //! one before it leaves, all in one transaction (one commit per batch).
 
@@ -225,7 +226,7 @@ const MOVE_HEAD_PG: &str = "UPDATE audit_heads SET last_seq = $1, last_hash = $2
     WHERE tenant = $3 AND last_seq = $4 AND last_hash = $5";
 
 /// Events grouped by tenant, each with its index in the caller's input.
-type ByTenant = BTreeMap<TenantId, Vec<(usize, NewAuditEvent)>>;
+pub(crate) type ByTenant = BTreeMap<TenantId, Vec<(usize, NewAuditEvent)>>;
 
 fn by_tenant(events: Vec<NewAuditEvent>) -> ByTenant {
     let mut grouped = ByTenant::new();
@@ -243,15 +244,15 @@ fn by_tenant(events: Vec<NewAuditEvent>) -> ByTenant {
 
 /// Where one event lands in its tenant's chain.
 #[derive(Debug)]
-struct Link {
-    seq: i64,
-    prev_hash: String,
-    hash: String,
+pub(crate) struct Link {
+    pub(crate) seq: i64,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
 }
 
 /// Chains one tenant's events (in order) onto `head` exactly as
 /// [`ChainHead::append`] does: their links, and the head after them.
-fn chain(head: &ChainHead, events: &[(usize, NewAuditEvent)]) -> (Vec<Link>, ChainHead) {
+pub(crate) fn chain(head: &ChainHead, events: &[(usize, NewAuditEvent)]) -> (Vec<Link>, ChainHead) {
     let mut seq = head.seq;
     let mut prev = head.hash.clone();
     let links = events
@@ -269,7 +270,7 @@ fn chain(head: &ChainHead, events: &[(usize, NewAuditEvent)]) -> (Vec<Link>, Cha
     (links, ChainHead { seq, hash: prev })
 }
 
-fn records(
+pub(crate) fn records(
     events: Vec<(usize, NewAuditEvent)>,
     links: Vec<Link>,
 ) -> impl Iterator<Item = (usize, AuditEventRecord)> {
@@ -445,7 +446,8 @@ impl Store {
     /// On PostgreSQL a tenant's events are stored atomically, but tenants of
     /// one batch may fare differently (one tenant's head row locked past
     /// the statement timeout fails only its events). On SQLite the batch is
-    /// one transaction: all or nothing.
+    /// one transaction, all or nothing, except that tenants whose
+    /// remembered heads were stale are stored by a second one.
     #[tracing::instrument(name = "db.append_audit_batch", level = "debug", skip_all, fields(
         db.system = self.db_system(), db.operation = "append_audit_batch", otel.kind = "client"
     ))]
@@ -460,16 +462,19 @@ impl Store {
         let mut out: Vec<Option<Result<AuditEventRecord>>> =
             std::iter::repeat_with(|| None).take(events.len()).collect();
         let mut pending = by_tenant(events);
-        let mut failure = None;
-        if self.backend() == Backend::Postgres {
-            failure = self
+        let mut failure = match &self.sqlite_writer {
+            Some(writer) => self
+                .append_batch_sqlite(writer, &mut pending, heads, &mut out)
+                .await
+                .err(),
+            None => self
                 .append_optimistic(&mut pending, heads, &mut out)
                 .await
-                .err();
-        }
+                .err(),
+        };
         if failure.is_none() && !pending.is_empty() {
-            // New tenants (no head row yet), heads that kept moving, and
-            // every SQLite batch: one transaction, locking what it must.
+            // PostgreSQL: new tenants (no head row yet) and heads that kept
+            // moving, in one transaction that locks them.
             let tenants: Vec<TenantId> = pending.keys().cloned().collect();
             let stored: Result<Vec<(usize, AuditEventRecord)>> = async {
                 let tx = self.begin().await?;

@@ -1,10 +1,13 @@
 //! Opening the database: the [`Store`] handle with its read and write pools,
 //! the connection settings per backend, migrations and the health probe.
 //!
-//! SQLite gets two pools on one file: a write pool of exactly one connection,
-//! so our own write transactions queue in the pool instead of failing with
-//! `SQLITE_BUSY`, and a read pool of several connections that WAL lets run
-//! beside the writer. PostgreSQL uses one pool for both.
+//! SQLite gets two pools on one file: a write pool of exactly one connection
+//! and a read pool of several connections that WAL lets run beside the
+//! writer; the audit writer has one more connection of its own. Every
+//! write takes the store's write turn first (see [`crate::sqlite_writer`]),
+//! so our own writers queue in arrival order instead of meeting
+//! `SQLITE_BUSY` and SQLite's sleeping busy handler. PostgreSQL uses one
+//! pool for both, and a one-connection pool for the audit writer.
 //!
 //! SQLite's WAL is checkpointed into the database file by a background task
 //! on a read connection ([`spawn_checkpointer`]), not by the writer: a
@@ -27,6 +30,7 @@ use sea_orm::{
 
 use crate::error::{db_err, is_cannot_write};
 use crate::notify::{CommitNotice, RemoteCommits};
+use crate::sqlite_writer::{SqliteWriter, WriteTurn};
 use crate::tx::WriteTx;
 use tokio::sync::broadcast;
 
@@ -107,8 +111,12 @@ pub struct Store {
     /// On PostgreSQL a connection of its own: every resolve waits for the
     /// writer, so the writer must not queue for a connection behind the
     /// resolves' own cold reads (docs/PERFORMANCE.md, fifth run). On SQLite
-    /// the one write connection.
+    /// the one write connection, unused: the audit writer has a connection
+    /// of its own there, in `sqlite_writer`.
     pub(crate) audit: DatabaseConnection,
+    /// SQLite only: the write turn every writer takes first, and the audit
+    /// writer's own connection (see [`crate::sqlite_writer`]).
+    pub(crate) sqlite_writer: Option<SqliteWriter>,
     backend: Backend,
     /// Tenants changed by a committed transaction (see
     /// [`Store::subscribe_commits`]).
@@ -163,7 +171,7 @@ impl Store {
                 pool.clone(),
                 pool,
                 audit,
-                Backend::Postgres,
+                None,
                 Some(remote),
             ))
         } else {
@@ -200,35 +208,46 @@ impl Store {
         let write = Database::connect(write_opts).await.map_err(db_err)?;
         if is_sqlite_memory(url) {
             // Every connection to an in-memory database is a database of its
-            // own, so reads must share the one write connection.
+            // own, so reads and audit batches must share the one write
+            // connection.
+            let writer = SqliteWriter::new(None, writer.acquire_timeout);
             return Ok(Store::assemble(
                 write.clone(),
                 write.clone(),
                 write,
-                Backend::Sqlite,
+                Some(writer),
                 None,
             ));
         }
+        // The audit writer's own connection is set up like the write pool's.
+        let audit_options = write.get_sqlite_connection_pool().connect_options();
+        let sqlite_writer = SqliteWriter::new(Some(audit_options), writer.acquire_timeout);
         let mut read_opts = pool_options(url, options, options.max_connections.max(1));
         read_opts.map_sqlx_sqlite_opts(tune);
         let read = Database::connect(read_opts).await.map_err(db_err)?;
-        let store = Store::assemble(read, write.clone(), write, Backend::Sqlite, None);
+        let store = Store::assemble(read, write.clone(), write, Some(sqlite_writer), None);
         spawn_checkpointer(store.read.clone(), Arc::downgrade(&store.write_blocked));
         Ok(store)
     }
 
+    /// A SQLite store has a `sqlite_writer`, a PostgreSQL one has none.
     fn assemble(
         read: DatabaseConnection,
         write: DatabaseConnection,
         audit: DatabaseConnection,
-        backend: Backend,
+        sqlite_writer: Option<SqliteWriter>,
         remote: Option<RemoteCommits>,
     ) -> Store {
         Store {
             read,
             write,
             audit,
-            backend,
+            backend: if sqlite_writer.is_some() {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            },
+            sqlite_writer,
             commits: broadcast::channel(COMMIT_NOTICES).0,
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
             remote,
@@ -389,8 +408,10 @@ impl Store {
         }
     }
 
-    /// Starts a transaction on the write pool.
+    /// Starts a transaction on the write pool (on SQLite, once it is this
+    /// writer's turn; the transaction holds the turn until it ends).
     pub async fn begin(&self) -> Result<WriteTx> {
+        let turn = self.write_turn().await?;
         if self.backend == Backend::Sqlite {
             self.discard_stuck_sqlite_writer().await?;
         }
@@ -421,7 +442,18 @@ impl Store {
             self.commits.clone(),
             self.instance.clone(),
             self.write_blocked.clone(),
+            turn,
         ))
+    }
+
+    /// SQLite: waits for this writer's turn (see [`crate::sqlite_writer`]);
+    /// every write outside a [`WriteTx`] holds it too. `None` on
+    /// PostgreSQL, whose own locks order writers.
+    pub(crate) async fn write_turn(&self) -> Result<Option<WriteTurn>> {
+        match &self.sqlite_writer {
+            Some(writer) => writer.turn().await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Closes SQLite's one write connection if an earlier transaction left
@@ -477,6 +509,9 @@ impl Store {
     pub async fn close(&self) -> Result<()> {
         if let Some(remote) = &self.remote {
             remote.pool.close().await;
+        }
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
         }
         self.write.close_by_ref().await.map_err(db_err)?;
         match self.backend {

@@ -42,6 +42,12 @@ pub(crate) fn db_err(err: DbErr) -> Error {
     }
 }
 
+/// A sqlx error from a connection used directly (not through SeaORM), as
+/// SeaORM would have reported it, for [`db_err`].
+pub(crate) fn sqlx_err(err: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(err)))
+}
+
 /// Whether `err` says the database cannot take writes at all right now (as
 /// opposed to one statement failing): a full disk, a read-only database
 /// file or filesystem, an I/O error. Health then probes with a write.

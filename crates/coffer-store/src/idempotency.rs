@@ -57,6 +57,7 @@ impl Store {
         db.system = self.db_system(), db.operation = "delete_idempotency_older_than", otel.kind = "client"
     ))]
     pub async fn delete_idempotency_older_than(&self, cutoff: UnixMicros) -> Result<u64> {
+        let _turn = self.write_turn().await?;
         let result = idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::CreateTime.lt(cutoff))
             .exec(&self.write)

@@ -7,6 +7,7 @@
 //! (see `error.rs`), never carrying row values.
 
 mod audit;
+mod audit_sqlite;
 mod bindings;
 mod changes;
 mod conn;
@@ -19,6 +20,7 @@ mod prefix;
 mod secrets;
 mod secrets_tx;
 mod spans;
+mod sqlite_writer;
 pub mod testing;
 mod tx;
 mod vaults;

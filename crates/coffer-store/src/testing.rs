@@ -88,6 +88,7 @@ pub async fn drop_postgres_database(url: &str) {
 /// that must reach past the API (e.g. tampering with audit rows to prove the
 /// chain verifier notices). Panics on a database error.
 pub async fn execute_raw(store: &Store, sql: &str) -> u64 {
+    let _turn = store.write_turn().await.expect("wait for the write turn");
     store
         .write
         .execute_unprepared(sql)

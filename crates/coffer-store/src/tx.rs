@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 use crate::conn::Backend;
 use crate::error::{db_err, is_cannot_write};
 use crate::notify::{COMMIT_CHANNEL, CommitNotice, payload};
+use crate::sqlite_writer::WriteTurn;
 
 /// An error a `WriteTx` statement fails with, mapped or not yet mapped.
 pub(crate) trait TxFailure {
@@ -54,6 +55,10 @@ pub struct WriteTx {
     /// when COMMIT fails for a full disk or a read-only database, or a
     /// statement fails with an `Unavailable` error (see [`WriteTx::failed`]).
     write_blocked: Arc<AtomicBool>,
+    /// SQLite: the store's write turn, held until the transaction ends.
+    /// Declared after `txn`, so it is passed on only after the transaction
+    /// is dropped (a dropped transaction's rollback is queued first).
+    _turn: Option<WriteTurn>,
 }
 
 impl fmt::Debug for WriteTx {
@@ -72,6 +77,7 @@ impl WriteTx {
         commits: broadcast::Sender<CommitNotice>,
         instance: Arc<str>,
         write_blocked: Arc<AtomicBool>,
+        turn: Option<WriteTurn>,
     ) -> Self {
         WriteTx {
             txn,
@@ -81,6 +87,7 @@ impl WriteTx {
             commits,
             instance,
             write_blocked,
+            _turn: turn,
         }
     }
 

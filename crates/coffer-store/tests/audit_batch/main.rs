@@ -249,13 +249,14 @@ store_test!(a_forged_head_is_never_written_over, |store| async move {
     assert_eq!(heads[&tenant("newco")].seq, 1);
 });
 
-/// A mutation holds the tenant's head row (its transaction appended and is
-/// still open) while a batch chained from the old head runs: the batch's
-/// UPDATE waits for the row, finds it moved once the mutation commits,
-/// reads the new head and chains after the mutation's event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_waits_for_a_mutation_holding_the_head_and_chains_after_it() {
-    coffer_store::testing::on_postgres(|store| async move {
+// A mutation holds the tenant's head (its transaction appended and is
+// still open) while a batch chained from the old head runs: the batch
+// waits (for the head row on PostgreSQL, for the write turn on SQLite),
+// finds the head moved once the mutation commits, reads the new head and
+// chains after the mutation's event.
+store_test!(
+    a_batch_waits_for_a_mutation_holding_the_head_and_chains_after_it,
+    |store| async move {
         let acme = tenant("acme");
         let mut heads = Heads::new();
         stored(&store, &mut heads, vec![event("acme", "before")]).await;
@@ -277,7 +278,7 @@ async fn a_batch_waits_for_a_mutation_holding_the_head_and_chains_after_it() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             !writer.is_finished(),
-            "the batch must wait for the held head row"
+            "the batch must wait for the mutation's transaction"
         );
         tx.commit().await.unwrap();
         let (records, heads) = tokio::time::timeout(Duration::from_secs(10), writer)
@@ -290,9 +291,8 @@ async fn a_batch_waits_for_a_mutation_holding_the_head_and_chains_after_it() {
         let ids: Vec<&str> = events.iter().map(|r| r.event.request_id.as_str()).collect();
         assert_eq!(ids, ["before", "mutation", "during"]);
         assert_eq!(heads[&acme].seq, 3);
-    })
-    .await;
-}
+    }
+);
 
 /// Two writers on two `Store` handles of one PostgreSQL database (two
 /// replicas), each with its own remembered heads, append batches for the
@@ -509,3 +509,50 @@ store_test!(
         assert_eq!(ids, ["ok1", "ok2", "m1"]);
     }
 );
+
+/// An in-memory SQLite database is one connection: the audit writer's
+/// batches borrow it (a connection of their own would open another, empty
+/// database) and still chain after mutations, and a refused batch leaves
+/// the connection usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_database_stores_batches_on_its_one_connection() {
+    let store = Store::connect("sqlite::memory:", StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate_up().await.unwrap();
+    let acme = tenant("acme");
+    let mut heads = Heads::new();
+    stored(
+        &store,
+        &mut heads,
+        vec![event("acme", "b1"), event("globex", "g1")],
+    )
+    .await;
+    mutation(&store, "acme", "m1").await;
+    stored(&store, &mut heads, vec![event("acme", "b2")]).await;
+    coffer_store::testing::execute_raw(
+        &store,
+        "INSERT INTO audit_events (tenant, seq, time, principal, action, resource, \
+         version, consumer_kind, consumer_id, config_path, context, outcome, reason, \
+         request_id, prev_hash, hash) VALUES ('acme', 5, 0, 'p', 'stray', 'r', 0, '', '', \
+         '', '{}', 'success', '', 'stray', 'x', 'y')",
+    )
+    .await;
+    let outcomes = store
+        .append_audit_batch(
+            vec![event("acme", "lost1"), event("acme", "lost2")],
+            &mut heads,
+        )
+        .await;
+    assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
+    coffer_store::testing::execute_raw(&store, "DELETE FROM audit_events WHERE seq = 5").await;
+    stored(&store, &mut heads, vec![event("acme", "b3")]).await;
+    let ids: Vec<String> = verified(&store, &acme)
+        .await
+        .into_iter()
+        .map(|r| r.event.request_id)
+        .collect();
+    assert_eq!(ids, ["b1", "m1", "b2", "b3"]);
+    assert_eq!(verified(&store, &tenant("globex")).await.len(), 1);
+    let _ = store.close().await;
+}
