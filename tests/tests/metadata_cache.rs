@@ -295,7 +295,7 @@ async fn a_replica_on_sqlite_is_bounded_by_the_ttl() {
     let reader = writer
         .start_replica_with(CofferOptions {
             metadata_cache: MetadataCacheOptions {
-                ttl,
+                ttl: Some(ttl),
                 ..MetadataCacheOptions::default()
             },
             ..CofferOptions::default()

@@ -15,10 +15,19 @@
 //! came back, or it just connected), [`CommitNotice::Lost`] says "anything
 //! may have changed"; while the listener is down, [`Store::commit_notices_live`]
 //! is false and caches must not serve.
+//!
+//! A connection can also die without a word (a half-open TCP connection: a
+//! peer or a middlebox gone, no FIN, no RST): LISTEN then hears nothing and
+//! reports nothing. So the listener proves it still hears the channel: every
+//! [`HEARTBEAT_EVERY`] it notifies itself through the shared pool, and
+//! [`HEARTBEAT_DEADLINE`] without hearing one back counts as a lost
+//! connection (not live, `Lost`, reconnect). A notice a live listener
+//! misses is thus noticed within a few seconds, which is what lets the
+//! metadata cache keep records longer on PostgreSQL than on SQLite.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use coffer_core::TenantId;
 use sea_orm::sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -34,6 +43,12 @@ pub const COMMIT_CHANNEL: &str = "coffer_commits";
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
+/// How often the listener notifies itself to prove it still hears.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long the listener may go without hearing its own heartbeat before
+/// its connection counts as lost.
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(3);
+
 /// What a subscriber of [`Store::subscribe_commits`] hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitNotice {
@@ -43,12 +58,17 @@ pub enum CommitNotice {
     Lost,
 }
 
-/// The listener side of a PostgreSQL store: a pool of its own (one
-/// connection, opened lazily) so LISTEN never takes a connection from the
-/// shared pool, and whether it is listening right now.
+/// The listener side of a PostgreSQL store, and whether it is listening
+/// right now. Each LISTEN connection comes from a one-connection pool of
+/// its own, never from the shared pool; `pool` (which opens none) carries
+/// the connection settings and the store's lifetime: closing it stops the
+/// listener.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteCommits {
     pub(crate) pool: PgPool,
+    /// The store's shared pool, which sends the heartbeats: they must travel
+    /// like a writer's notice, not over the connection that listens.
+    shared: PgPool,
     pub(crate) live: Arc<AtomicBool>,
     /// Set by the first [`Store::spawn_commit_listener`]: one listener per store.
     started: Arc<AtomicBool>,
@@ -56,12 +76,14 @@ pub(crate) struct RemoteCommits {
 
 impl RemoteCommits {
     pub(crate) fn new(pool: &PgPool) -> RemoteCommits {
+        let pool_shared = pool.clone();
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .connect_lazy_with((*pool.connect_options()).clone());
         RemoteCommits {
             pool,
+            shared: pool_shared,
             live: Arc::new(AtomicBool::new(false)),
             started: Arc::new(AtomicBool::new(false)),
         }
@@ -72,6 +94,21 @@ impl RemoteCommits {
 /// replica skip its own notices, which it already sent locally.
 pub(crate) fn payload(instance: &str, tenant: &TenantId) -> String {
     format!("{instance}:{}", tenant.as_str())
+}
+
+/// A heartbeat's payload: `<instance>:~<n>` (`~` starts no tenant id, so
+/// other replicas ignore it).
+fn heartbeat_payload(instance: &str, n: u64) -> String {
+    format!("{instance}:~{n}")
+}
+
+/// The number of one of our own heartbeats.
+fn own_heartbeat(payload: &str, instance: &str) -> Option<u64> {
+    let (from, beat) = payload.split_once(':')?;
+    if from != instance {
+        return None;
+    }
+    beat.strip_prefix('~')?.parse().ok()
 }
 
 /// The tenant of another instance's payload; `None` for our own or a
@@ -123,7 +160,14 @@ async fn listen(
         if remote.pool.is_closed() {
             return;
         }
-        let mut listener = match subscribe(&remote.pool).await {
+        // A fresh pool per connection: a connection given up as deaf may
+        // hang on its way back to its pool (its UNLISTEN is never
+        // answered), and must not keep the next one from connecting.
+        let connections = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_lazy_with((*remote.pool.connect_options()).clone());
+        let listener = match subscribe(&connections).await {
             Ok(listener) => listener,
             Err(err) => {
                 tracing::warn!(error = %err, retry_in = ?backoff, "cannot listen for other replicas' commits; caches are off until it can");
@@ -140,27 +184,119 @@ async fn listen(
             channel = COMMIT_CHANNEL,
             "listening for other replicas' commits"
         );
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(notification)) => {
-                    if let Some(tenant) = remote_tenant(notification.payload(), &instance) {
-                        let _ = commits.send(CommitNotice::Tenant(tenant));
-                    }
+        let heard = Arc::new(AtomicU64::new(0));
+        let mut receiving = tokio::spawn(receive(
+            listener,
+            instance.clone(),
+            commits.clone(),
+            heard.clone(),
+        ));
+        let ended = supervise(&remote, &instance, &heard, &mut receiving).await;
+        // The receiving task is abandoned with its connection (it may be
+        // waiting on a half-open one); nothing of it is reused.
+        receiving.abort();
+        remote.live.store(false, Ordering::Release);
+        let _ = commits.send(CommitNotice::Lost);
+        match ended {
+            Ended::PoolClosed => return,
+            Ended::Failed(err) => {
+                tracing::warn!(error = %err, "lost the listener for other replicas' commits; reconnecting");
+            }
+            Ended::Deaf => {
+                tracing::warn!(
+                    deadline = ?HEARTBEAT_DEADLINE,
+                    "the listener for other replicas' commits stopped hearing its own heartbeat; reconnecting"
+                );
+            }
+        }
+    }
+}
+
+/// Why a listener's connection was given up.
+enum Ended {
+    /// The store was closed.
+    PoolClosed,
+    /// Receiving failed.
+    Failed(sea_orm::sqlx::Error),
+    /// No heartbeat was heard back in time.
+    Deaf,
+}
+
+/// Sends a heartbeat every [`HEARTBEAT_EVERY`] and returns when none has
+/// been heard back by `receiving` for [`HEARTBEAT_DEADLINE`], when
+/// receiving ends, or when the store closes. A heartbeat that cannot be
+/// sent (the database out of reach) counts as not heard: a replica cut off
+/// from PostgreSQL cannot tell whether others wrote, so its caches stop
+/// serving.
+async fn supervise(
+    remote: &RemoteCommits,
+    instance: &str,
+    heard: &AtomicU64,
+    receiving: &mut tokio::task::JoinHandle<std::result::Result<(), sea_orm::sqlx::Error>>,
+) -> Ended {
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = 0_u64;
+    let (mut last_heard, mut heard_at) = (0_u64, Instant::now());
+    loop {
+        tokio::select! {
+            () = remote.pool.close_event() => return Ended::PoolClosed,
+            ended = &mut *receiving => {
+                return match ended {
+                    Ok(Err(sea_orm::sqlx::Error::PoolClosed)) => Ended::PoolClosed,
+                    Ok(Err(err)) => Ended::Failed(err),
+                    // The task never ends otherwise; a panic is a failure.
+                    Ok(Ok(())) | Err(_) => Ended::Failed(sea_orm::sqlx::Error::WorkerCrashed),
+                };
+            }
+            _ = beat.tick() => {
+                let now_heard = heard.load(Ordering::Acquire);
+                if now_heard > last_heard {
+                    (last_heard, heard_at) = (now_heard, Instant::now());
+                } else if heard_at.elapsed() >= HEARTBEAT_DEADLINE {
+                    return Ended::Deaf;
                 }
-                // The connection dropped and was re-established (LISTEN
-                // again); notices in between are gone.
-                Ok(None) => {
-                    let _ = commits.send(CommitNotice::Lost);
+                sent += 1;
+                let notified = tokio::time::timeout(
+                    HEARTBEAT_EVERY,
+                    sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(COMMIT_CHANNEL)
+                        .bind(heartbeat_payload(instance, sent))
+                        .execute(&remote.shared),
+                )
+                .await;
+                match notified {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::debug!(error = %err, "could not send the listener's heartbeat"),
+                    Err(_) => tracing::debug!("sending the listener's heartbeat timed out"),
                 }
-                Err(err) => {
-                    remote.live.store(false, Ordering::Release);
-                    let _ = commits.send(CommitNotice::Lost);
-                    if matches!(err, sea_orm::sqlx::Error::PoolClosed) {
-                        return;
-                    }
-                    tracing::warn!(error = %err, "lost the listener for other replicas' commits; reconnecting");
-                    break;
+            }
+        }
+    }
+}
+
+/// Forwards other replicas' notices and records our own heartbeats in
+/// `heard`, until receiving fails.
+async fn receive(
+    mut listener: PgListener,
+    instance: Arc<str>,
+    commits: broadcast::Sender<CommitNotice>,
+    heard: Arc<AtomicU64>,
+) -> std::result::Result<(), sea_orm::sqlx::Error> {
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                let payload = notification.payload();
+                if let Some(n) = own_heartbeat(payload, &instance) {
+                    heard.fetch_max(n, Ordering::AcqRel);
+                } else if let Some(tenant) = remote_tenant(payload, &instance) {
+                    let _ = commits.send(CommitNotice::Tenant(tenant));
                 }
+            }
+            // The connection dropped and was re-established (LISTEN
+            // again); notices in between are gone.
+            None => {
+                let _ = commits.send(CommitNotice::Lost);
             }
         }
     }
@@ -184,5 +320,15 @@ mod tests {
         assert_eq!(remote_tenant(&sent, "a1"), None);
         assert_eq!(remote_tenant("garbage", "b2"), None);
         assert_eq!(remote_tenant("x:NOT A TENANT!", "b2"), None);
+    }
+
+    #[test]
+    fn heartbeats_are_ours_alone_and_no_tenant() {
+        let beat = heartbeat_payload("a1", 7);
+        assert_eq!(own_heartbeat(&beat, "a1"), Some(7));
+        assert_eq!(own_heartbeat(&beat, "b2"), None);
+        assert_eq!(remote_tenant(&beat, "b2"), None);
+        let tenant = TenantId::parse("acme", "tenant").unwrap();
+        assert_eq!(own_heartbeat(&payload("a1", &tenant), "a1"), None);
     }
 }

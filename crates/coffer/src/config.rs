@@ -203,7 +203,8 @@ pub(crate) struct CacheSection {
     pub(crate) values_enabled: bool,
     pub(crate) values_max_bytes: usize,
     pub(crate) metadata_enabled: bool,
-    pub(crate) metadata_ttl_ms: u64,
+    /// `None`: the backend's default (see `MetadataCacheOptions::ttl`).
+    pub(crate) metadata_ttl_ms: Option<u64>,
     pub(crate) metadata_max_bytes: usize,
 }
 
@@ -215,7 +216,9 @@ impl Default for CacheSection {
             values_enabled: values.enabled,
             values_max_bytes: values.max_bytes,
             metadata_enabled: metadata.enabled,
-            metadata_ttl_ms: u64::try_from(metadata.ttl.as_millis()).unwrap_or(u64::MAX),
+            metadata_ttl_ms: metadata
+                .ttl
+                .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             metadata_max_bytes: metadata.max_bytes,
         }
     }
@@ -232,7 +235,7 @@ impl CacheSection {
     pub(crate) fn metadata_cache(&self) -> MetadataCacheOptions {
         MetadataCacheOptions {
             enabled: self.metadata_enabled,
-            ttl: Duration::from_millis(self.metadata_ttl_ms),
+            ttl: self.metadata_ttl_ms.map(Duration::from_millis),
             max_bytes: self.metadata_max_bytes,
         }
     }

@@ -17,8 +17,11 @@
 //!   database, and its result is only kept if the tenant was not
 //!   invalidated since: a read that raced a commit is never cached.
 //! - Every record also expires after `ttl`: the fallback for writers that
-//!   send no notice (another process on the same SQLite file, a notice lost
-//!   on a half-open connection).
+//!   send no notice (another process on the same SQLite file, raw SQL). A
+//!   notice lost on a half-open connection is caught by the listener's
+//!   heartbeat within seconds (`coffer_store::notify`), which drops every
+//!   record; so the TTL is 10 s on SQLite and 60 s on PostgreSQL unless
+//!   configured.
 //!
 //! Only the resolve path reads through this cache; every write and every
 //! Get/List reads the database. Records hold no secret values. Records are
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use coffer_core::record::{BindingRecord, SecretRecord, VaultRecord, VersionRecord};
 use coffer_core::{Result, SecretKey, SecretName, TenantId};
-use coffer_store::{CommitNotice, Store};
+use coffer_store::{Backend, CommitNotice, Store};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::{Coffer, secret_not_found};
@@ -47,15 +50,24 @@ use crate::observe::metrics::{
 pub struct MetadataCacheOptions {
     /// Off: every resolve reads its records from the database.
     pub enabled: bool,
-    /// How long a record may be served without a notice dropping it.
-    pub ttl: Duration,
+    /// How long a record may be served without a notice dropping it: the
+    /// bound for writers that send no notice. `None`: [`Self::SQLITE_TTL`]
+    /// on SQLite (another process on the file sends this one none), and
+    /// [`Self::POSTGRES_TTL`] on PostgreSQL, where every `Store` notifies
+    /// and the listener either hears it or, within a few seconds, knows it
+    /// does not (`coffer_store::notify`'s heartbeat), so only raw SQL
+    /// writers are left to the TTL.
+    pub ttl: Option<Duration>,
     /// The most heap the records (and their keys) may take, by the
     /// estimate of [`entry_cost`]; a full cache is emptied and starts over.
     pub max_bytes: usize,
 }
 
 impl MetadataCacheOptions {
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+    pub const SQLITE_TTL: Duration = Duration::from_secs(10);
+    /// A record re-read every 10 s was a quarter of the database reads of a
+    /// `resolve-many` over 10 000 secrets (docs/PERFORMANCE.md, seventh run).
+    pub const POSTGRES_TTL: Duration = Duration::from_secs(60);
     /// About 20 000 secrets with their current versions (some 1.6 KB each).
     pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
@@ -71,7 +83,7 @@ impl Default for MetadataCacheOptions {
     fn default() -> Self {
         MetadataCacheOptions {
             enabled: true,
-            ttl: Self::DEFAULT_TTL,
+            ttl: None,
             max_bytes: Self::DEFAULT_MAX_BYTES,
         }
     }
@@ -222,6 +234,8 @@ struct Ticket(u64);
 
 pub(crate) struct MetadataCache {
     options: MetadataCacheOptions,
+    /// `options.ttl`, or the store's backend's default.
+    ttl: Duration,
     store: Store,
     state: Mutex<State>,
 }
@@ -311,8 +325,13 @@ impl MetadataCache {
             floor: 0,
             stats: MetadataCacheStats::default(),
         };
+        let ttl = options.ttl.unwrap_or(match store.backend() {
+            Backend::Sqlite => MetadataCacheOptions::SQLITE_TTL,
+            Backend::Postgres => MetadataCacheOptions::POSTGRES_TTL,
+        });
         MetadataCache {
             options,
+            ttl,
             store,
             state: Mutex::new(state),
         }
@@ -346,7 +365,7 @@ impl MetadataCache {
         }
         let mut state = self.state();
         state.drain();
-        let ttl = self.options.ttl;
+        let ttl = self.ttl;
         let hit = state
             .tenants
             .get(tenant)
@@ -386,7 +405,7 @@ impl MetadataCache {
         }
         let mut state = self.state();
         state.drain();
-        let ttl = self.options.ttl;
+        let ttl = self.ttl;
         state
             .tenants
             .get(tenant)

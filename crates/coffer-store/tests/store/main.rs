@@ -9,6 +9,7 @@ mod fixtures;
 mod idempotency;
 mod lookups;
 mod migrations;
+mod notify;
 mod secrets;
 mod vaults;
 mod versions;
