@@ -108,6 +108,21 @@ async fn verified(store: &Store, t: &TenantId) -> Vec<AuditEventRecord> {
     events
 }
 
+/// A row of tenant `acme` at `seq` that no appender wrote, with request id
+/// `stray`: a batch that reaches that seq collides with it.
+async fn insert_stray_row(store: &Store, seq: i64) {
+    coffer_store::testing::execute_raw(
+        store,
+        &format!(
+            "INSERT INTO audit_events (tenant, seq, time, principal, action, resource, \
+             version, consumer_kind, consumer_id, config_path, context, outcome, reason, \
+             request_id, prev_hash, hash) VALUES ('acme', {seq}, 0, 'p', 'stray', 'r', 0, '', \
+             '', '', '{{}}', 'success', '', 'stray', 'x', 'y')"
+        ),
+    )
+    .await;
+}
+
 /// Every returned record is stored exactly as returned.
 fn assert_stored_as_returned(stored: &[AuditEventRecord], returned: &[AuditEventRecord]) {
     let by_seq: HashMap<i64, &AuditEventRecord> = stored.iter().map(|r| (r.seq, r)).collect();
@@ -464,14 +479,7 @@ store_test!(
         let mut heads = Heads::new();
         stored(&store, &mut heads, vec![event("acme", "ok1")]).await;
         // A stray row where the batch's second event belongs (seq 3).
-        coffer_store::testing::execute_raw(
-            &store,
-            "INSERT INTO audit_events (tenant, seq, time, principal, action, resource, \
-             version, consumer_kind, consumer_id, config_path, context, outcome, reason, \
-             request_id, prev_hash, hash) VALUES ('acme', 3, 0, 'p', 'stray', 'r', 0, '', '', \
-             '', '{}', 'success', '', 'stray', 'x', 'y')",
-        )
-        .await;
+        insert_stray_row(&store, 3).await;
         let outcomes = store
             .append_audit_batch(
                 vec![
@@ -530,14 +538,7 @@ async fn an_in_memory_database_stores_batches_on_its_one_connection() {
     .await;
     mutation(&store, "acme", "m1").await;
     stored(&store, &mut heads, vec![event("acme", "b2")]).await;
-    coffer_store::testing::execute_raw(
-        &store,
-        "INSERT INTO audit_events (tenant, seq, time, principal, action, resource, \
-         version, consumer_kind, consumer_id, config_path, context, outcome, reason, \
-         request_id, prev_hash, hash) VALUES ('acme', 5, 0, 'p', 'stray', 'r', 0, '', '', \
-         '', '{}', 'success', '', 'stray', 'x', 'y')",
-    )
-    .await;
+    insert_stray_row(&store, 5).await;
     let outcomes = store
         .append_audit_batch(
             vec![event("acme", "lost1"), event("acme", "lost2")],
@@ -545,7 +546,11 @@ async fn an_in_memory_database_stores_batches_on_its_one_connection() {
         )
         .await;
     assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
-    coffer_store::testing::execute_raw(&store, "DELETE FROM audit_events WHERE seq = 5").await;
+    coffer_store::testing::execute_raw(
+        &store,
+        "DELETE FROM audit_events WHERE request_id = 'stray'",
+    )
+    .await;
     stored(&store, &mut heads, vec![event("acme", "b3")]).await;
     let ids: Vec<String> = verified(&store, &acme)
         .await
