@@ -65,8 +65,9 @@ pub struct MetadataCacheOptions {
 
 impl MetadataCacheOptions {
     pub const SQLITE_TTL: Duration = Duration::from_secs(10);
-    /// A record re-read every 10 s was a quarter of the database reads of a
-    /// `resolve-many` over 10 000 secrets (docs/PERFORMANCE.md, seventh run).
+    /// With records re-read every 10 s, about one resolve in four of a warm
+    /// `resolve-many` over 10 000 secrets read the database
+    /// (docs/PERFORMANCE.md, seventh run).
     pub const POSTGRES_TTL: Duration = Duration::from_secs(60);
     /// About 20 000 secrets with their current versions (some 1.6 KB each).
     pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
