@@ -19,7 +19,8 @@
 //! A connection can also die without a word (a half-open TCP connection: a
 //! peer or a middlebox gone, no FIN, no RST): LISTEN then hears nothing and
 //! reports nothing. So the listener proves it still hears the channel: every
-//! [`HEARTBEAT_EVERY`] it notifies itself through the shared pool, and
+//! [`HEARTBEAT_EVERY`] it notifies itself over a second connection of its
+//! own (not the shared pool, which a busy server may keep from it), and
 //! [`HEARTBEAT_DEADLINE`] without hearing one back counts as a lost
 //! connection (not live, `Lost`, reconnect). A notice a live listener
 //! misses is thus noticed within a few seconds, which is what lets the
@@ -59,16 +60,13 @@ pub enum CommitNotice {
 }
 
 /// The listener side of a PostgreSQL store, and whether it is listening
-/// right now. Each LISTEN connection comes from a one-connection pool of
-/// its own, never from the shared pool; `pool` (which opens none) carries
-/// the connection settings and the store's lifetime: closing it stops the
-/// listener.
+/// right now. Each LISTEN connection and its heartbeat sender come from a
+/// two-connection pool of their own, never from the shared pool; `pool`
+/// (which opens none) carries the connection settings and the store's
+/// lifetime: closing it stops the listener.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteCommits {
     pub(crate) pool: PgPool,
-    /// The store's shared pool, which sends the heartbeats: they must travel
-    /// like a writer's notice, not over the connection that listens.
-    shared: PgPool,
     pub(crate) live: Arc<AtomicBool>,
     /// Set by the first [`Store::spawn_commit_listener`]: one listener per store.
     started: Arc<AtomicBool>,
@@ -76,14 +74,12 @@ pub(crate) struct RemoteCommits {
 
 impl RemoteCommits {
     pub(crate) fn new(pool: &PgPool) -> RemoteCommits {
-        let pool_shared = pool.clone();
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .connect_lazy_with((*pool.connect_options()).clone());
         RemoteCommits {
             pool,
-            shared: pool_shared,
             live: Arc::new(AtomicBool::new(false)),
             started: Arc::new(AtomicBool::new(false)),
         }
@@ -160,11 +156,12 @@ async fn listen(
         if remote.pool.is_closed() {
             return;
         }
-        // A fresh pool per connection: a connection given up as deaf may
-        // hang on its way back to its pool (its UNLISTEN is never
-        // answered), and must not keep the next one from connecting.
+        // A fresh pool per LISTEN connection (and its heartbeat sender): a
+        // connection given up as deaf may hang on its way back to its pool
+        // (its UNLISTEN is never answered), and must not keep the next one
+        // from connecting.
         let connections = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .min_connections(0)
             .connect_lazy_with((*remote.pool.connect_options()).clone());
         let listener = match subscribe(&connections).await {
@@ -191,7 +188,7 @@ async fn listen(
             commits.clone(),
             heard.clone(),
         ));
-        let ended = supervise(&remote, &instance, &heard, &mut receiving).await;
+        let ended = supervise(&remote, &connections, &instance, &heard, &mut receiving).await;
         // The receiving task is abandoned with its connection (it may be
         // waiting on a half-open one); nothing of it is reused.
         receiving.abort();
@@ -224,12 +221,13 @@ enum Ended {
 
 /// Sends a heartbeat every [`HEARTBEAT_EVERY`] and returns when none has
 /// been heard back by `receiving` for [`HEARTBEAT_DEADLINE`], when
-/// receiving ends, or when the store closes. A heartbeat that cannot be
-/// sent (the database out of reach) counts as not heard: a replica cut off
-/// from PostgreSQL cannot tell whether others wrote, so its caches stop
-/// serving.
+/// receiving ends, or when the store closes. Heartbeats go out over
+/// `connections`, the listener's own pool. A heartbeat that cannot be sent
+/// (the database out of reach) counts as not heard: a replica cut off from
+/// PostgreSQL cannot tell whether others wrote, so its caches stop serving.
 async fn supervise(
     remote: &RemoteCommits,
+    connections: &PgPool,
     instance: &str,
     heard: &AtomicU64,
     receiving: &mut tokio::task::JoinHandle<std::result::Result<(), sea_orm::sqlx::Error>>,
@@ -262,7 +260,7 @@ async fn supervise(
                     sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(COMMIT_CHANNEL)
                         .bind(heartbeat_payload(instance, sent))
-                        .execute(&remote.shared),
+                        .execute(connections),
                 )
                 .await;
                 match notified {
