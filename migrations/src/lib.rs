@@ -18,6 +18,7 @@ mod m20261201_000007_audit_heads;
 mod m20261205_000008_vaults;
 mod m20261205_000009_version_locations;
 mod m20261210_000010_list_indexes;
+mod m20261212_000011_change_marks;
 
 /// Every migration, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_vaults::Migration),
             Box::new(m20261205_000009_version_locations::Migration),
             Box::new(m20261210_000010_list_indexes::Migration),
+            Box::new(m20261212_000011_change_marks::Migration),
         ]
     }
 }

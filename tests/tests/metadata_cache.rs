@@ -288,6 +288,22 @@ async fn a_replica_sees_every_write_on_postgres() {
     assert!(reader.coffer.metadata_cache_stats().invalidations > 0);
 }
 
+/// Another process on the same SQLite file (here a second server on it)
+/// sees every kind of write through the change marks, long before the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_on_sqlite_sees_every_write_through_change_marks() {
+    let writer = TestServer::start(Db::Sqlite).await.unwrap();
+    let reader = writer.start_replica_with(CofferOptions::default()).await;
+    assert_eq!(
+        CofferOptions::default().metadata_cache.ttl,
+        Duration::from_secs(60)
+    );
+    // Far below the TTL: only a change mark can explain it.
+    let slowest = writes_reach_the_reader(&writer, &reader, Duration::from_secs(2)).await;
+    eprintln!("slowest propagation to the other process: {slowest:?}");
+    assert!(reader.coffer.metadata_cache_stats().invalidations > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_on_sqlite_is_bounded_by_the_ttl() {
     let writer = TestServer::start(Db::Sqlite).await.unwrap();
@@ -295,7 +311,7 @@ async fn a_replica_on_sqlite_is_bounded_by_the_ttl() {
     let reader = writer
         .start_replica_with(CofferOptions {
             metadata_cache: MetadataCacheOptions {
-                ttl: Some(ttl),
+                ttl,
                 ..MetadataCacheOptions::default()
             },
             ..CofferOptions::default()

@@ -28,6 +28,7 @@ use sea_orm::{
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
+use crate::change_marks::ChangeMarks;
 use crate::error::{db_err, is_cannot_write};
 use crate::notify::{CommitNotice, RemoteCommits};
 use crate::sqlite_writer::{SqliteWriter, WriteTurn};
@@ -126,6 +127,9 @@ pub struct Store {
     pub(crate) instance: Arc<str>,
     /// PostgreSQL only: the LISTEN side of cross-replica notices.
     pub(crate) remote: Option<RemoteCommits>,
+    /// SQLite on a file only: the change marks that tell other processes on
+    /// the file what this one changed, and it what they did.
+    pub(crate) marks: Option<Arc<ChangeMarks>>,
     /// Set when a write transaction failed because the database cannot be
     /// written (full disk, read-only file, I/O error: at BEGIN or COMMIT),
     /// or any of its statements failed with an `Unavailable` error;
@@ -225,7 +229,8 @@ impl Store {
         let mut read_opts = pool_options(url, options, options.max_connections.max(1));
         read_opts.map_sqlx_sqlite_opts(tune);
         let read = Database::connect(read_opts).await.map_err(db_err)?;
-        let store = Store::assemble(read, write.clone(), write, Some(sqlite_writer), None);
+        let mut store = Store::assemble(read, write.clone(), write, Some(sqlite_writer), None);
+        store.marks = Some(Arc::default());
         spawn_checkpointer(store.read.clone(), Arc::downgrade(&store.write_blocked));
         Ok(store)
     }
@@ -251,6 +256,7 @@ impl Store {
             commits: broadcast::channel(COMMIT_NOTICES).0,
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
             remote,
+            marks: None,
             write_blocked: Arc::default(),
         }
     }
@@ -441,6 +447,7 @@ impl Store {
             self.backend,
             self.commits.clone(),
             self.instance.clone(),
+            self.marks.clone(),
             self.write_blocked.clone(),
             turn,
         ))

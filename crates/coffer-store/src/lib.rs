@@ -9,6 +9,7 @@
 mod audit;
 mod audit_sqlite;
 mod bindings;
+pub mod change_marks;
 mod changes;
 mod conn;
 mod entity;

@@ -119,8 +119,9 @@ fn remote_tenant(payload: &str, instance: &str) -> Option<TenantId> {
 
 impl Store {
     /// Whether commit notices cover every writer right now. SQLite: always
-    /// (only this process's notices exist; other processes on the same file
-    /// are covered by the caches' TTL). PostgreSQL: while the listener of
+    /// (other processes on the same file are heard through change marks
+    /// within a poll, [`crate::change_marks`], and the caches' TTL bounds the
+    /// rest). PostgreSQL: while the listener of
     /// [`Store::spawn_commit_listener`] is connected.
     pub fn commit_notices_live(&self) -> bool {
         match &self.remote {
@@ -129,13 +130,18 @@ impl Store {
         }
     }
 
-    /// On PostgreSQL, starts the task that LISTENs on [`COMMIT_CHANNEL`] and
-    /// forwards other replicas' notices to [`Store::subscribe_commits`];
-    /// `None` on SQLite. The task reconnects with backoff, sends
-    /// [`CommitNotice::Lost`] whenever it (re)connects, and ends when the
-    /// store is closed. Only the first call on a store (or its clones)
+    /// Starts the task that forwards other writers' commits to
+    /// [`Store::subscribe_commits`]. On PostgreSQL it LISTENs on
+    /// [`COMMIT_CHANNEL`], reconnects with backoff and sends
+    /// [`CommitNotice::Lost`] whenever it (re)connects; on a SQLite file it
+    /// polls other processes' change marks ([`crate::change_marks`]); an
+    /// in-memory database has no other writer (`None`). The task ends when
+    /// the store is closed. Only the first call on a store (or its clones)
     /// starts one; later calls return `None`.
     pub fn spawn_commit_listener(&self) -> Option<JoinHandle<()>> {
+        if let Some(marks) = &self.marks {
+            return marks.spawn_poller(self.read.clone(), self.commits.clone());
+        }
         let remote = self.remote.clone()?;
         if remote.started.swap(true, Ordering::AcqRel) {
             return None;

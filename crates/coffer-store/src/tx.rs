@@ -17,6 +17,7 @@ use coffer_core::{Error, ErrorCode, Result, TenantId};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use tokio::sync::broadcast;
 
+use crate::change_marks::ChangeMarks;
 use crate::conn::Backend;
 use crate::error::{db_err, is_cannot_write};
 use crate::notify::{COMMIT_CHANNEL, CommitNotice, payload};
@@ -51,6 +52,8 @@ pub struct WriteTx {
     commits: broadcast::Sender<CommitNotice>,
     /// The store's id in PostgreSQL commit notices.
     instance: Arc<str>,
+    /// SQLite on a file: where the changed tenants' marks are remembered.
+    marks: Option<Arc<ChangeMarks>>,
     /// The store's "cannot write" flag (see `Store::write_blocked`), set
     /// when COMMIT fails for a full disk or a read-only database, or a
     /// statement fails with an `Unavailable` error (see [`WriteTx::failed`]).
@@ -76,6 +79,7 @@ impl WriteTx {
         backend: Backend,
         commits: broadcast::Sender<CommitNotice>,
         instance: Arc<str>,
+        marks: Option<Arc<ChangeMarks>>,
         write_blocked: Arc<AtomicBool>,
         turn: Option<WriteTurn>,
     ) -> Self {
@@ -86,6 +90,7 @@ impl WriteTx {
             changed: Mutex::default(),
             commits,
             instance,
+            marks,
             write_blocked,
             _turn: turn,
         }
@@ -145,6 +150,14 @@ impl WriteTx {
                     .map_err(db_err)?;
             }
         }
+        // SQLite: other processes on the file learn of the change from its
+        // mark (crate::change_marks).
+        let mut generations = Vec::new();
+        if self.marks.is_some() {
+            for tenant in &changed {
+                generations.push(ChangeMarks::mark(&self.txn, tenant).await?);
+            }
+        }
         let write_blocked = self.write_blocked;
         self.txn.commit().await.map_err(|err| {
             // SQLite mostly learns of a full disk or a read-only file here,
@@ -154,6 +167,9 @@ impl WriteTx {
             }
             db_err(err)
         })?;
+        if let Some(marks) = &self.marks {
+            marks.committed(generations);
+        }
         for tenant in changed {
             // An error only means that nobody is listening.
             let _ = self.commits.send(CommitNotice::Tenant(tenant));

@@ -203,8 +203,7 @@ pub(crate) struct CacheSection {
     pub(crate) values_enabled: bool,
     pub(crate) values_max_bytes: usize,
     pub(crate) metadata_enabled: bool,
-    /// `None`: the backend's default (see `MetadataCacheOptions::ttl`).
-    pub(crate) metadata_ttl_ms: Option<u64>,
+    pub(crate) metadata_ttl_ms: u64,
     pub(crate) metadata_max_bytes: usize,
 }
 
@@ -216,9 +215,7 @@ impl Default for CacheSection {
             values_enabled: values.enabled,
             values_max_bytes: values.max_bytes,
             metadata_enabled: metadata.enabled,
-            metadata_ttl_ms: metadata
-                .ttl
-                .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            metadata_ttl_ms: u64::try_from(metadata.ttl.as_millis()).unwrap_or(u64::MAX),
             metadata_max_bytes: metadata.max_bytes,
         }
     }
@@ -235,7 +232,7 @@ impl CacheSection {
     pub(crate) fn metadata_cache(&self) -> MetadataCacheOptions {
         MetadataCacheOptions {
             enabled: self.metadata_enabled,
-            ttl: self.metadata_ttl_ms.map(Duration::from_millis),
+            ttl: Duration::from_millis(self.metadata_ttl_ms),
             max_bytes: self.metadata_max_bytes,
         }
     }

@@ -16,12 +16,12 @@
 //! - A lookup takes a ticket (the invalidation clock) before it reads the
 //!   database, and its result is only kept if the tenant was not
 //!   invalidated since: a read that raced a commit is never cached.
-//! - Every record also expires after `ttl`: the fallback for writers that
-//!   send no notice (another process on the same SQLite file, raw SQL). A
-//!   notice lost on a half-open connection is caught by the listener's
-//!   heartbeat within seconds (`coffer_store::notify`), which drops every
-//!   record; so the TTL is 10 s on SQLite and 60 s on PostgreSQL unless
-//!   configured.
+//! - On a SQLite file, other processes' commits arrive through their change
+//!   marks, polled four times a second (`coffer_store::change_marks`).
+//! - Every record also expires after `ttl` (60 s unless configured): the
+//!   fallback for writers that send no notice (raw SQL). A notice lost on a
+//!   half-open connection is caught by the listener's heartbeat within
+//!   seconds (`coffer_store::notify`), which drops every record.
 //!
 //! Only the resolve path reads through this cache; every write and every
 //! Get/List reads the database. Records hold no secret values. Records are
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use coffer_core::record::{BindingRecord, SecretRecord, VaultRecord, VersionRecord};
 use coffer_core::{Result, SecretKey, SecretName, TenantId};
-use coffer_store::{Backend, CommitNotice, Store};
+use coffer_store::{CommitNotice, Store};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::{Coffer, secret_not_found};
@@ -51,24 +51,22 @@ pub struct MetadataCacheOptions {
     /// Off: every resolve reads its records from the database.
     pub enabled: bool,
     /// How long a record may be served without a notice dropping it: the
-    /// bound for writers that send no notice. `None`: [`Self::SQLITE_TTL`]
-    /// on SQLite (another process on the file sends this one none), and
-    /// [`Self::POSTGRES_TTL`] on PostgreSQL, where every `Store` notifies
-    /// and the listener either hears it or, within a few seconds, knows it
-    /// does not (`coffer_store::notify`'s heartbeat), so only raw SQL
-    /// writers are left to the TTL.
-    pub ttl: Option<Duration>,
+    /// bound for writers that send no notice. Every `Store` sends them (to
+    /// other replicas through LISTEN/NOTIFY, to other processes on a SQLite
+    /// file through change marks), and a PostgreSQL listener either hears
+    /// or, within a few seconds, knows it does not (`coffer_store::notify`'s
+    /// heartbeat), so only raw SQL writers are left to the TTL.
+    pub ttl: Duration,
     /// The most heap the records (and their keys) may take, by the
     /// estimate of [`entry_cost`]; a full cache is emptied and starts over.
     pub max_bytes: usize,
 }
 
 impl MetadataCacheOptions {
-    pub const SQLITE_TTL: Duration = Duration::from_secs(10);
     /// With records re-read every 10 s, about one resolve in four of a warm
     /// `resolve-many` over 10 000 secrets read the database
-    /// (docs/PERFORMANCE.md, seventh run).
-    pub const POSTGRES_TTL: Duration = Duration::from_secs(60);
+    /// (docs/PERFORMANCE.md, seventh and eighth runs).
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
     /// About 20 000 secrets with their current versions (some 1.6 KB each).
     pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
@@ -84,7 +82,7 @@ impl Default for MetadataCacheOptions {
     fn default() -> Self {
         MetadataCacheOptions {
             enabled: true,
-            ttl: None,
+            ttl: Self::DEFAULT_TTL,
             max_bytes: Self::DEFAULT_MAX_BYTES,
         }
     }
@@ -235,8 +233,6 @@ struct Ticket(u64);
 
 pub(crate) struct MetadataCache {
     options: MetadataCacheOptions,
-    /// `options.ttl`, or the store's backend's default.
-    ttl: Duration,
     store: Store,
     state: Mutex<State>,
 }
@@ -326,13 +322,8 @@ impl MetadataCache {
             floor: 0,
             stats: MetadataCacheStats::default(),
         };
-        let ttl = options.ttl.unwrap_or(match store.backend() {
-            Backend::Sqlite => MetadataCacheOptions::SQLITE_TTL,
-            Backend::Postgres => MetadataCacheOptions::POSTGRES_TTL,
-        });
         MetadataCache {
             options,
-            ttl,
             store,
             state: Mutex::new(state),
         }
@@ -366,7 +357,7 @@ impl MetadataCache {
         }
         let mut state = self.state();
         state.drain();
-        let ttl = self.ttl;
+        let ttl = self.options.ttl;
         let hit = state
             .tenants
             .get(tenant)
@@ -406,7 +397,7 @@ impl MetadataCache {
         }
         let mut state = self.state();
         state.drain();
-        let ttl = self.ttl;
+        let ttl = self.options.ttl;
         state
             .tenants
             .get(tenant)

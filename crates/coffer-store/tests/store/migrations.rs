@@ -8,7 +8,7 @@ use coffer_store::{Backend, Store, StoreOptions, store_test};
 
 use crate::fixtures::{secret, tenant, vault};
 
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     "m20261128_000001_secrets",
     "m20261128_000002_secret_labels",
     "m20261128_000003_secret_versions",
@@ -19,6 +19,7 @@ const MIGRATIONS: [&str; 10] = [
     "m20261205_000008_vaults",
     "m20261205_000009_version_locations",
     "m20261210_000010_list_indexes",
+    "m20261212_000011_change_marks",
 ];
 
 store_test!(
@@ -52,10 +53,12 @@ store_test!(migrates_down_and_up_again, |store| async move {
     let applied: Vec<bool> = status.iter().map(|m| m.applied).collect();
     assert_eq!(
         applied,
-        [true, true, true, true, true, true, true, true, true, false]
+        [
+            true, true, true, true, true, true, true, true, true, true, false
+        ]
     );
-    // Down two more: the vaults table is gone.
-    store.migrate_down(Some(2)).await.unwrap();
+    // Down three more: the vaults table is gone.
+    store.migrate_down(Some(3)).await.unwrap();
     let err = store.get_vault(&tenant("acme"), "v").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal);
 
@@ -94,8 +97,8 @@ store_test!(
     version_locations_are_backfilled_from_their_secret,
     |store| async move {
         // Back to the schema before versions knew their location (undoing
-        // the later list indexes first).
-        store.migrate_down(Some(2)).await.unwrap();
+        // the later change marks and list indexes first).
+        store.migrate_down(Some(3)).await.unwrap();
         let mut external = secret("acme", "ext");
         external.provider = "aws_secrets_manager".to_owned();
         external.vault = "tenants/acme/vaults/prod".to_owned();

@@ -330,8 +330,8 @@ pub(crate) const KEYS: &[Key] = &[
         section: "cache",
         name: "metadata_ttl_ms",
         kind: U64,
-        shown: Shown::Unset("10000"),
-        doc: "How long a metadata record may be served without a write dropping it, in\nmilliseconds (1 to 3600000): the bound for writers that send no notice, such as\nanother process on the same SQLite file or raw SQL. Unset: 10000 on SQLite,\n60000 on PostgreSQL (whose listener notices a lost connection within seconds).",
+        shown: Shown::Default("60000"),
+        doc: "How long a metadata record may be served without a write dropping it, in\nmilliseconds (1 to 3600000): the bound for writers that send no notice (raw SQL).\nOther replicas' and processes' writes drop records within a second.",
     },
     Key {
         section: "cache",

@@ -138,9 +138,12 @@ impl Config {
             wide(cache.values_max_bytes),
             65_536..=17_179_869_184,
         );
-        if let Some(ttl) = cache.metadata_ttl_ms {
-            in_range(&mut out, "cache.metadata_ttl_ms", ttl, 1..=3_600_000);
-        }
+        in_range(
+            &mut out,
+            "cache.metadata_ttl_ms",
+            cache.metadata_ttl_ms,
+            1..=3_600_000,
+        );
         in_range(
             &mut out,
             "cache.metadata_max_bytes",
