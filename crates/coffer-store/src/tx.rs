@@ -155,7 +155,8 @@ impl WriteTx {
         let mut generations = Vec::new();
         if self.marks.is_some() {
             for tenant in &changed {
-                generations.push(ChangeMarks::mark(&self.txn, tenant).await?);
+                let marked = ChangeMarks::mark(&self.txn, tenant).await;
+                generations.push(marked.map_err(|err| self.failed(err))?);
             }
         }
         let write_blocked = self.write_blocked;
