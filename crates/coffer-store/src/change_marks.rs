@@ -119,10 +119,8 @@ async fn poll(
     loop {
         let wait = match read_marks(&read, seen).await {
             Ok((newest, changed)) => {
-                if seen.is_some() {
-                    for tenant in marks.foreign(changed) {
-                        let _ = commits.send(CommitNotice::Tenant(tenant));
-                    }
+                for tenant in marks.foreign(changed) {
+                    let _ = commits.send(CommitNotice::Tenant(tenant));
                 }
                 seen = Some(newest);
                 POLL_EVERY
